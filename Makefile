@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make study` and `make test` (README.md, quick start).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup study test cluster-up cluster-down clean
+
+setup: $(STAMP)
+
+# Re-install when the dependency list changes; `pip install -e` keeps code edits live.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+study: setup
+	$(PY) tune/run_study.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+# Rehearse a cluster run on one machine: a Ray head and a worker on loopback.
+cluster-up: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH bash scripts/local_cluster.sh start
+
+cluster-down:
+	PATH=$(abspath $(VENV))/bin:$$PATH bash scripts/local_cluster.sh stop
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,173 @@
+"""What one trial needs, as a dataclass validated at construction.
+
+Every field has the quick study's default, so ``TrialConfig(variant="powerlaw_clamp", gamma=1.0)``
+is a complete trial. Every invalid value raises ``ConfigError`` (a ValueError) with one line naming
+the field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from plvae.priors import KL_ESTIMATORS, REDUCTIONS, VARIANT_NAMES, get_variant
+
+DATASETS = ("natural_patches", "digits", "powerlaw_gaussian", "cifar10", "mnist", "fashion_mnist",
+            "stl10", "image_folder")
+NETS = ("conv", "resnet18", "mlp")
+
+
+class ConfigError(ValueError):
+    """A one-line message: field, bad value, what is allowed."""
+
+
+def _bad(name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r} is invalid; allowed: {allowed}")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass
+class TrialConfig:
+    # --- the prior variant (DESIGN.md's table)
+    variant: str = "vae"
+    gamma: float = 0.0
+    latent_dim: int = 16
+    min_decay: float = 1e-3
+    clip_dim: Optional[int] = None      # powerlaw_clip only
+    decay_rate: Optional[float] = None  # exponential / linear only
+    # --- the objective
+    kl_coeff: float = 0.1
+    kl_estimator: str = "mc"            # "mc" (log q(z) - log p(z), as the seed) or "analytic"
+    kl_reduction: str = "mean"          # "mean" over all elements (seed) or "sum" over latent dims
+    # --- optimisation
+    lr: float = 1e-3
+    batch_size: int = 64
+    max_epochs: int = 4
+    seed: int = 0
+    # --- data (plvae.data)
+    dataset: str = "natural_patches"
+    data_dir: Optional[str] = None      # torchvision datasets / image_folder; default ~/.cache/plvae
+    download: bool = True               # torchvision datasets: download when missing
+    image_size: int = 16                # side of the (square) images the net sees
+    channels: int = 1                   # 1 (grey) or 3 (colour)
+    n_train: int = 2048                 # generated datasets: training samples (natural_patches, powerlaw_gaussian)
+    n_val: int = 512                    # generated datasets: validation samples
+    val_fraction: float = 0.2           # file datasets: share of the training split held out
+    data_alpha: float = 1.0             # powerlaw_gaussian: exponent of the covariance spectrum
+    data_rotate: bool = True            # powerlaw_gaussian: random orthonormal basis (False: diagonal)
+    data_seed: int = 0                  # what data is drawn; `seed` is the training seed
+    num_workers: int = 0
+    # --- network (plvae.nets)
+    net: str = "conv"
+    enc_out_dim: int = 512              # resnet18 / conv feature width before the mu / log-var heads
+    first_conv: bool = False            # resnet18: ImageNet 7x7 stem instead of the CIFAR 3x3 one
+    maxpool1: bool = False              # resnet18: max-pool after the stem
+    hidden_dims: tuple = (32, 64)       # conv: channels per stride-2 block; mlp: hidden widths
+    # --- run
+    accelerator: str = "auto"
+    precision: str = "32-true"
+    extra: dict = field(default_factory=dict)  # free-form tags carried with results (e.g. data alpha)
+
+    def __post_init__(self):
+        if isinstance(self.hidden_dims, list):
+            self.hidden_dims = tuple(self.hidden_dims)
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        if self.variant not in VARIANT_NAMES:
+            raise _bad("variant", self.variant, ", ".join(VARIANT_NAMES))
+        v = get_variant(self.variant)
+        if not _is_number(self.gamma) or self.gamma < 0:
+            raise _bad("gamma", self.gamma, "a finite number >= 0")
+        if not _is_int(self.latent_dim) or self.latent_dim < 1:
+            raise _bad("latent_dim", self.latent_dim, "an integer >= 1")
+        if not _is_number(self.min_decay) or not 0 < self.min_decay <= 1:
+            raise _bad("min_decay", self.min_decay, "a number in (0, 1]")
+        if v.uses_clip_dim:
+            if self.clip_dim is None:
+                raise ConfigError(f"clip_dim=None is invalid for variant {self.variant!r}; allowed: an integer >= 1 (required)")
+            if not _is_int(self.clip_dim) or self.clip_dim < 1:
+                raise _bad("clip_dim", self.clip_dim, "an integer >= 1")
+        if v.uses_decay_rate:
+            if self.decay_rate is None:
+                raise ConfigError(f"decay_rate=None is invalid for variant {self.variant!r}; allowed: a number >= 0 (required)")
+            if not _is_number(self.decay_rate) or self.decay_rate < 0:
+                raise _bad("decay_rate", self.decay_rate, "a finite number >= 0")
+        if not _is_number(self.kl_coeff) or self.kl_coeff < 0:
+            raise _bad("kl_coeff", self.kl_coeff, "a finite number >= 0")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise _bad("kl_estimator", self.kl_estimator, ", ".join(KL_ESTIMATORS))
+        if self.kl_reduction not in REDUCTIONS:
+            raise _bad("kl_reduction", self.kl_reduction, ", ".join(REDUCTIONS))
+        if not _is_number(self.lr) or self.lr <= 0:
+            raise _bad("lr", self.lr, "a finite number > 0")
+        for name in ("batch_size", "max_epochs", "n_train", "n_val", "image_size", "enc_out_dim"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise _bad(name, value, "an integer >= 1")
+        for name in ("seed", "data_seed", "num_workers"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise _bad(name, value, "an integer >= 0")
+        if self.dataset not in DATASETS:
+            raise _bad("dataset", self.dataset, ", ".join(DATASETS))
+        if self.channels not in (1, 3):
+            raise _bad("channels", self.channels, "1 or 3")
+        if not _is_number(self.val_fraction) or not 0 < self.val_fraction < 1:
+            raise _bad("val_fraction", self.val_fraction, "a number in (0, 1)")
+        if not _is_number(self.data_alpha) or self.data_alpha <= 0:
+            raise _bad("data_alpha", self.data_alpha, "a finite number > 0")
+        if self.net not in NETS:
+            raise _bad("net", self.net, ", ".join(NETS))
+        if not self.hidden_dims or not all(_is_int(h) and h >= 1 for h in self.hidden_dims):
+            raise _bad("hidden_dims", self.hidden_dims, "a non-empty list of integers >= 1")
+        if self.dataset == "image_folder" and not self.data_dir:
+            raise ConfigError("data_dir=None is invalid for dataset 'image_folder'; allowed: a folder of images")
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    def replace(self, **changes) -> "TrialConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden_dims"] = list(self.hidden_dims)
+        return d
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrialConfig":
+        """Build from a mapping, refusing unknown keys with a one-line error."""
+        known = set(cls.field_names())
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}={d[unknown[0]]!r} is not a trial field; allowed: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+def paper_config(**overrides) -> TrialConfig:
+    """The seed's protocol: Lightning-Bolts' ResNet-18 VAE on CIFAR-10 (latent 256, enc_out 512,
+    kl_coeff 0.1, Adam lr 1e-4, MC KL with mean reduction, 5 epochs, min_decay 1e-3, batch 32,
+    20% of the training set held out, pixels in [0, 1] unnormalised)."""
+    base = dict(
+        variant="powerlaw_clamp", dataset="cifar10", net="resnet18", latent_dim=256, enc_out_dim=512,
+        kl_coeff=0.1, lr=1e-4, kl_estimator="mc", kl_reduction="mean", max_epochs=5, min_decay=1e-3,
+        batch_size=32, image_size=32, channels=3, val_fraction=0.2,
+    )
+    base.update(overrides)
+    return TrialConfig(**base)

@@ -1,0 +1,53 @@
+"""Metric names, defined once.
+
+The trainer logs these, the Tune trainable reports them and the analysis reads them; nothing
+else spells a metric name as a string literal. Per-stage metrics are ``f"{stage}_{name}"``.
+"""
+from __future__ import annotations
+
+TRAIN = "train"
+VAL = "val"
+
+# Per-stage quantities (combine with a stage through `metric`).
+LOSS = "loss"                # recon + kl_coeff * divergence, against the variant's own prior
+RECON = "recon"              # reconstruction error (MSE, mean) at the sampled z
+DIVERGENCE = "divergence"    # KL (closed form or Monte Carlo) or squared W2, before kl_coeff
+RECON_MU = "recon_mu"        # reconstruction error at z = mu: the one comparable across variants
+
+
+def metric(stage: str, name: str) -> str:
+    """``metric("val", "recon_mu") == "val_recon_mu"``."""
+    return f"{stage}_{name}"
+
+
+TRAIN_LOSS = metric(TRAIN, LOSS)
+TRAIN_RECON = metric(TRAIN, RECON)
+TRAIN_DIVERGENCE = metric(TRAIN, DIVERGENCE)
+VAL_LOSS = metric(VAL, LOSS)
+VAL_RECON = metric(VAL, RECON)
+VAL_DIVERGENCE = metric(VAL, DIVERGENCE)
+VAL_RECON_MU = metric(VAL, RECON_MU)
+
+# Validation metrics measured once before the first optimiser step (the seed's "initial" loss).
+INITIAL_PREFIX = "initial_"
+INITIAL_VAL_LOSS = INITIAL_PREFIX + VAL_LOSS
+INITIAL_VAL_RECON_MU = INITIAL_PREFIX + VAL_RECON_MU
+
+# Latent diagnostics, measured on the validation set at each validation end.
+ACTIVE_UNITS = "active_units"                    # Burda et al. 2015: Var_x(E[z|x]) > 0.01
+ACTIVE_UNITS_WHITENED = "active_units_whitened"  # the same on mu / s (the prior-whitened code)
+LATENT_ALPHA = "latent_alpha"                    # power-law exponent of the spectrum of mu
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+# 1.0 once a non-finite loss has been seen; the trial then stops cleanly (an outcome, not a crash).
+DIVERGED = "diverged"
+EPOCH = "epoch"
+
+# What a study compares on by default: total losses use different priors, recon_mu does not.
+DEFAULT_STUDY_METRIC = VAL_RECON_MU
+
+EPOCH_METRICS = (
+    TRAIN_LOSS, TRAIN_RECON, TRAIN_DIVERGENCE,
+    VAL_LOSS, VAL_RECON, VAL_DIVERGENCE, VAL_RECON_MU,
+    ACTIVE_UNITS, ACTIVE_UNITS_WHITENED, LATENT_ALPHA, DIVERGED,
+)

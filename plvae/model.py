@@ -1,0 +1,223 @@
+"""One LightningModule for every prior variant, chosen by configuration.
+
+The encoder gives mu and log sigma^2 per latent dimension k; a variant (plvae.priors) fixes the
+decay vector s, whether sampling uses N(mu, (sigma*s)^2) or N(mu, sigma^2), and the divergence
+against the prior N(0, s^2). With s = 1 (gamma = 0) every KL variant is the standard VAE, to the bit.
+
+Total losses are measured against each variant's own prior, so they are not comparable across
+variants; `recon_mu`, the reconstruction error of the decoder at z = mu, is.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Iterable, Optional, Union
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plvae import metrics as M
+from plvae.config import TrialConfig
+from plvae.nets import build_nets
+from plvae.priors import divergence, get_variant, prior_scale
+
+_VAL_NOISE_STREAM = 1_000_003  # offsets the validation noise seed from the training seed
+
+
+class PowerLawVAE(pl.LightningModule):
+    def __init__(self, cfg: Union[TrialConfig, dict]):
+        super().__init__()
+        if isinstance(cfg, dict):
+            cfg = TrialConfig.from_dict(cfg)
+        self.cfg = cfg
+        self.save_hyperparameters(cfg.to_dict())
+        self.variant = get_variant(cfg.variant)
+        self.encoder, self.decoder, enc_out_dim = build_nets(cfg)
+        self.fc_mu = nn.Linear(enc_out_dim, cfg.latent_dim)
+        self.fc_var = nn.Linear(enc_out_dim, cfg.latent_dim)
+        s = prior_scale(cfg.variant, cfg.latent_dim, cfg.gamma, cfg.min_decay, cfg.clip_dim, cfg.decay_rate,
+                        dtype=torch.float32)
+        # Buffers follow the module's device and dtype; s scales standard deviations.
+        self.register_buffer("prior_scale", s)
+        self.register_buffer("log_prior_scale", s.log())
+        self.diverged = False
+        self.initial_metrics: dict[str, float] = {}
+        self._val_sums: dict[str, float] = {}
+        self._val_mus: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ the model
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean mu and log-variance log sigma^2 (before any decay)."""
+        h = self.encoder(x)
+        return self.fc_mu(h), self.fc_var(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction at z = mu (the deterministic code)."""
+        mu, _ = self.encode(x)
+        return self.decoder(mu)
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Decode n draws from the prior N(0, s^2)."""
+        eps = torch.randn(n, self.cfg.latent_dim, generator=generator).to(self.prior_scale)
+        return self.decoder(eps * self.prior_scale)
+
+    def loss_terms(self, x: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Total loss, reconstruction and divergence for one batch and one noise draw eps ~ N(0, I)."""
+        mu, log_var = self.encode(x)
+        log_std_q = 0.5 * log_var
+        if self.variant.decayed_sampling:
+            log_std_q = log_std_q + self.log_prior_scale
+        z = mu + torch.exp(log_std_q) * eps
+        recon = F.mse_loss(self.decoder(z), x)
+        div = divergence(self.variant, z, mu, log_std_q, self.log_prior_scale,
+                         self.cfg.kl_estimator, self.cfg.kl_reduction)
+        return {M.LOSS: recon + self.cfg.kl_coeff * div, M.RECON: recon, M.DIVERGENCE: div, "mu": mu}
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch, batch_idx):
+        x = _images(batch)
+        terms = self.loss_terms(x, torch.randn(x.shape[0], self.cfg.latent_dim, device=x.device, dtype=x.dtype))
+        loss = terms[M.LOSS]
+        if not torch.isfinite(loss):
+            # Divergence is a research outcome: record it, skip this update and stop cleanly.
+            self._mark_diverged()
+            return None
+        for name in (M.LOSS, M.RECON, M.DIVERGENCE):
+            self.log(M.metric(M.TRAIN, name), terms[name].detach(), on_step=False, on_epoch=True,
+                     batch_size=x.shape[0])
+        return loss
+
+    def _mark_diverged(self) -> None:
+        self.diverged = True
+        if self._trainer is not None:
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+
+    # ------------------------------------------------------------------ evaluation
+    def _val_noise(self, batch_idx: int, n: int, like: torch.Tensor) -> torch.Tensor:
+        """The same noise every epoch (seeded per batch), so validation curves carry no sampling jitter."""
+        g = torch.Generator().manual_seed(self.cfg.seed * _VAL_NOISE_STREAM + batch_idx)
+        return torch.randn(n, self.cfg.latent_dim, generator=g).to(like)
+
+    @torch.no_grad()
+    def _accumulate(self, x: torch.Tensor, batch_idx: int, sums: dict, mus: list) -> None:
+        terms = self.loss_terms(x, self._val_noise(batch_idx, x.shape[0], x))
+        mu = terms.pop("mu")
+        terms[M.RECON_MU] = F.mse_loss(self.decoder(mu), x)
+        n = x.shape[0]
+        sums["n"] = sums.get("n", 0) + n
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * n
+        mus.append(mu.float().cpu())
+
+    def _summarise(self, sums: dict, mus: list) -> dict[str, float]:
+        out = {M.metric(M.VAL, name): sums[name] / sums["n"] for name in (M.LOSS, M.RECON, M.DIVERGENCE, M.RECON_MU)}
+        out.update(latent_diagnostics(torch.cat(mus), self.prior_scale.float().cpu()))
+        return out
+
+    def validation_step(self, batch, batch_idx):
+        self._accumulate(_images(batch), batch_idx, self._val_sums, self._val_mus)
+
+    def on_validation_epoch_start(self):
+        self._val_sums, self._val_mus = {}, []
+
+    def on_validation_epoch_end(self):
+        if not self._val_sums:
+            return
+        values = self._summarise(self._val_sums, self._val_mus)
+        self._val_mus = []
+        if not math.isfinite(values[M.VAL_LOSS]):
+            self._mark_diverged()
+        values[M.DIVERGED] = float(self.diverged)
+        values.update(self.initial_metrics)
+        for name, value in values.items():
+            self.log(name, float(value), on_step=False, on_epoch=True)
+
+    def on_train_start(self):
+        # The seed's "initial" validation loss, measured once before the first update. Kept in
+        # checkpoints so a resumed trial does not re-measure it on trained weights.
+        if self.initial_metrics:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return
+        was_training = self.training
+        self.eval()
+        sums, mus = {}, []
+        for i, batch in enumerate(dm.val_dataloader()):
+            self._accumulate(_images(batch).to(self.device), i, sums, mus)
+        self.train(was_training)
+        if sums:
+            summary = self._summarise(sums, mus)
+            self.initial_metrics = {M.INITIAL_VAL_LOSS: summary[M.VAL_LOSS],
+                                    M.INITIAL_VAL_RECON_MU: summary[M.VAL_RECON_MU]}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["plvae"] = {"initial_metrics": self.initial_metrics, "diverged": self.diverged}
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint.get("plvae", {})
+        self.initial_metrics = dict(state.get("initial_metrics", {}))
+        self.diverged = bool(state.get("diverged", False))
+
+
+def _images(batch) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def latent_diagnostics(mus: torch.Tensor, prior_scale: torch.Tensor) -> dict[str, float]:
+    """Active units (Burda et al. 2015: Var_x E[z|x] > 0.01), the same on the prior-whitened code
+    mu / s (a decayed prior shrinks mu_k by design), and the power-law exponent of mu's spectrum."""
+    from plvae.spectrum import eigenspectrum, fit_power_law
+
+    var = mus.var(dim=0) if mus.shape[0] > 1 else torch.full((mus.shape[1],), float("nan"))
+    out = {
+        M.ACTIVE_UNITS: float((var > M.ACTIVE_UNIT_THRESHOLD).sum()),
+        M.ACTIVE_UNITS_WHITENED: float((var / prior_scale.pow(2) > M.ACTIVE_UNIT_THRESHOLD).sum()),
+        M.LATENT_ALPHA: float("nan"),
+    }
+    try:
+        out[M.LATENT_ALPHA] = float(fit_power_law(eigenspectrum(mus.numpy())).alpha)
+    except ValueError:
+        pass  # too few samples or dimensions, or a diverged (non-finite) code: no exponent
+    return out
+
+
+def make_trainer(cfg: TrialConfig, callbacks: Iterable[pl.Callback] = (), logger=False, **overrides) -> pl.Trainer:
+    """A Trainer with the project's defaults: quiet (studies run dozens at once), no sanity check
+    (the model measures the initial validation loss itself), checkpointing left to the caller."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    kwargs = dict(
+        max_epochs=cfg.max_epochs,
+        accelerator=cfg.accelerator,
+        devices=1,
+        precision=cfg.precision,
+        logger=logger,
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+def train(cfg: TrialConfig, data=None, callbacks: Iterable[pl.Callback] = (), logger=False,
+          ckpt_path: Optional[str] = None, **trainer_overrides) -> dict[str, float]:
+    """Train one trial end to end (notebook use, tests, the Tune trainable); return the final
+    epoch's metrics as floats."""
+    from plvae.data import VAEDataModule
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = VAEDataModule(cfg, data)
+    model = PowerLawVAE(cfg)
+    trainer = make_trainer(cfg, callbacks=callbacks, logger=logger, **trainer_overrides)
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
