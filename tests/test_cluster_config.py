@@ -1,0 +1,252 @@
+"""cluster.yaml and docker/ checked as `ray up` and `docker build` would see them, offline.
+
+`ray up` runs Ray's own launcher checks (prepare_config, then validate_config against the
+launcher's JSON schema) before it touches a cloud; these tests run exactly those, so a misspelled
+key fails here instead of minutes into a launch. There is no Docker engine here: the Dockerfile
+is linted with hadolint, and its build context is checked against .dockerignore.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = REPO / "cluster.yaml"
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+TOKEN_MOUNT = "~/.ray/auth_token"  # Ray's default token path, on this machine and on every node
+
+
+def load_cluster() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def launcher_check(config: dict) -> dict:
+    """What `ray up` runs on the config before contacting the cloud, plus one strictness the
+    launcher lacks: its schema accepts any provider key, so a misspelled one (e.g. `regoin`)
+    would silently fall back to a default; here it must be a key the schema documents."""
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    known = set(schema["properties"]["provider"]["properties"])
+    unknown = sorted(set(prepared["provider"]) - known)
+    if unknown:
+        raise ValueError(f"provider: unknown keys {unknown}; allowed: {sorted(known)}")
+    return prepared
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def start_commands(config: dict) -> list[str]:
+    return [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+            if "ray start" in c]
+
+
+# --- cluster.yaml ------------------------------------------------------------------------------
+
+def test_cluster_yaml_passes_the_launchers_checks(monkeypatch):
+    monkeypatch.chdir(REPO)  # `ray up` runs from the repository root; file_mounts are relative to it
+    config = launcher_check(load_cluster())
+    assert config["provider"]["type"] == "aws" and config["provider"]["region"]
+    assert config["idle_timeout_minutes"] > 0
+
+    head = config["available_node_types"][config["head_node_type"]]
+    assert head["resources"]["CPU"] == 0, "the head must run no trials"
+    assert head["max_workers"] == 0
+    head_start = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert len(head_start) == 1 and "--num-cpus=0" in head_start[0]
+
+    workers = {name: t for name, t in config["available_node_types"].items()
+               if name != config["head_node_type"]}
+    gpu = [t for t in workers.values() if t["resources"].get("GPU", 0) >= 1]
+    assert gpu, "a GPU worker type"
+    for t in gpu:
+        assert t["min_workers"] == 0, "GPU workers scale from zero"
+        assert t["max_workers"] == config["max_workers"] > 0, "one configurable maximum"
+        assert t["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+
+    docker = config["docker"]
+    assert docker["image"] and docker["container_name"]
+    assert "--gpus all" in docker["worker_run_options"]
+    assert "--gpus all" not in docker.get("run_options", []) + docker.get("head_run_options", []), \
+        "the CPU head cannot start a container that asks for GPUs"
+
+
+MISSPELLINGS = {
+    "top-level max_workers": lambda c: c.__setitem__("max_worker", c.pop("max_workers")),
+    "node type min_workers": lambda c: c["available_node_types"]["gpu_worker"].__setitem__(
+        "min_worker", c["available_node_types"]["gpu_worker"].pop("min_workers")),
+    "node type resources": lambda c: c["available_node_types"]["head"].__setitem__(
+        "resource", c["available_node_types"]["head"].pop("resources")),
+    "head_node_type name": lambda c: c.__setitem__("head_node_type", "haed"),
+    "docker container_name": lambda c: c["docker"].__setitem__(
+        "container_nme", c["docker"].pop("container_name")),
+    "idle_timeout_minutes": lambda c: c.__setitem__(
+        "idle_timeout_minute", c.pop("idle_timeout_minutes")),
+    "provider region": lambda c: c["provider"].__setitem__("regoin", c["provider"].pop("region")),
+}
+
+
+@pytest.mark.parametrize("where", sorted(MISSPELLINGS))
+def test_a_misspelled_key_fails_the_check(where, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_cluster()
+    MISSPELLINGS[where](config)
+    # The launcher signals some of these with an assert (e.g. a docker block without container_name).
+    with pytest.raises((jsonschema.ValidationError, ValueError, AssertionError)):
+        launcher_check(config)
+
+
+def test_file_mounts_exist_in_the_repo_and_cover_the_package():
+    config = load_cluster()
+    mounts = dict(config["file_mounts"])
+    # The auth token is the one mount from outside the repo: this machine's token, to where Ray
+    # looks for it on every node.
+    assert mounts.pop(TOKEN_MOUNT, None) == TOKEN_MOUNT
+    workdir = [arg for word, arg in dockerfile_instructions() if word == "WORKDIR"][-1]
+    for remote, local in mounts.items():
+        assert not os.path.isabs(local), f"{remote}: {local} must be relative to the repo root"
+        path = (REPO / local).resolve()
+        assert path.is_relative_to(REPO) and path.exists(), f"{remote}: {local} is not in the repo"
+        assert remote.startswith(workdir + "/"), f"{remote} is outside the image's project dir"
+    # Every package pyproject installs is mounted, so a node never runs a stale copy of one.
+    found = re.search(r"\[tool\.setuptools\.packages\.find\]\s*include\s*=\s*\[([^]]*)\]",
+                      (REPO / "pyproject.toml").read_text())  # (tomllib is 3.11+; the project allows 3.10)
+    assert found, "pyproject.toml: [tool.setuptools.packages.find] include"
+    packages = {p.strip().strip('"').rstrip("*") for p in found.group(1).split(",") if p.strip()}
+    assert packages == {Path(local).name for local in mounts.values()}
+    # The image installs the project in editable mode in that dir, so the mounted code is what runs.
+    installs = [arg for word, arg in dockerfile_instructions() if word == "RUN" and "pip install" in arg]
+    assert installs and "--editable ." in installs[0]
+
+
+def test_security_settings():
+    config = load_cluster()
+    text = CLUSTER_YAML.read_text()
+    # No port opened to the world: the dashboard is reached through `ray dashboard` (SSH).
+    rules = config["provider"].get("security_group", {}).get("IpPermissions", [])
+    assert not [r for r in rules if "0.0.0.0/0" in json.dumps(r)]
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
+    # Token authentication on and usage statistics off on every node.
+    for command in start_commands(config):
+        assert "RAY_AUTH_MODE=token" in command, command
+        assert "RAY_USAGE_STATS_ENABLED=0" in command, command
+    # No account ids, ARNs or access keys.
+    assert not re.search(r"\b\d{12}\b|arn:aws|AKIA[0-9A-Z]{16}|aws_secret", text, re.IGNORECASE)
+
+
+# --- docker/ -----------------------------------------------------------------------------------
+
+def test_image_ray_version_equals_the_installed_one():
+    args = [arg for word, arg in dockerfile_instructions() if word == "ARG"]
+    base = [a.split("=", 1)[1] for a in args if a.startswith("BASE_IMAGE=")]
+    assert len(base) == 1, "ARG BASE_IMAGE=<default>"
+    match = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-gpu", base[0])
+    assert match, f"the default base is the official Ray GPU image, not {base[0]}"
+    assert match.group(1) == ray.__version__
+    pinned = re.search(r'"ray\[[^]]*\]==([^"]+)"', (REPO / "pyproject.toml").read_text())
+    assert pinned and pinned.group(1) == ray.__version__
+    assert ("FROM", "${BASE_IMAGE}") in dockerfile_instructions()
+
+
+def test_dockerfile_installs_the_project_as_a_non_root_user():
+    instructions = dockerfile_instructions()
+    users = [arg for word, arg in instructions if word == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    installs = [arg for word, arg in instructions if word == "RUN" and "pip install" in arg]
+    assert len(installs) == 1
+    assert "[dev]" not in installs[0], "no dev extras in the image"
+    assert "--constraint" in installs[0] and "ray==" in installs[0], "pip must keep the base's Ray"
+
+
+def _hadolint() -> str:
+    exe = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    if not Path(exe).exists():
+        pytest.fail("hadolint is missing: install the dev extras (pip install -e '.[dev]')")
+    return exe
+
+
+def _lint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([_hadolint(), "--no-color", "--failure-threshold", "warning", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_dockerfile_lints_clean():
+    result = _lint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_lint_gate_fails_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN pip install requests\n")  # untagged base, unpinned, pip cache
+    result = _lint(bad)
+    assert result.returncode != 0 and "DL3006" in result.stdout, result.stdout
+
+
+def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parent directories wins;
+    `!` re-includes; `*` and `?` stay within one path element, `**` spans any number."""
+    def regex(pattern: str) -> re.Pattern:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return re.compile(out)
+
+    parts = path.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    excluded = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = os.path.normpath(raw.lstrip("!").strip("/"))
+        if any(regex(pattern).fullmatch(c) for c in candidates):
+            excluded = not negate
+    return excluded
+
+
+def test_build_context_has_the_sources_and_nothing_else():
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    copies = [arg.split() for word, arg in dockerfile_instructions() if word == "COPY"]
+    sources = [s for args in copies for s in [a for a in args if not a.startswith("--")][:-1]]
+    assert sources
+    for source in sources:
+        assert (REPO / source).exists(), f"COPY {source}: not in the repo"
+        assert not _dockerignore_excludes(source, patterns), f"COPY {source}: .dockerignore drops it"
+        assert not _dockerignore_excludes(source + "/__init__.py", patterns) or source.endswith(".toml")
+    for kept_out in [".venv/bin/python", "results/quick/study.json", "ray_results/x/result.json",
+                     "data/cifar-10-batches-py/data_batch_1", ".git/HEAD", "tests/test_model.py",
+                     "plvae/__pycache__/model.cpython-311.pyc", "tune/results/a.json",
+                     "lightning_logs/version_0/events", "plvae.egg-info/PKG-INFO", "model.ckpt"]:
+        assert _dockerignore_excludes(kept_out, patterns), f"{kept_out} would enter the image"
