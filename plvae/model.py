@@ -76,6 +76,15 @@ class PowerLawVAE(pl.LightningModule):
         return {M.LOSS: recon + self.cfg.kl_coeff * div, M.RECON: recon, M.DIVERGENCE: div, "mu": mu}
 
     # ------------------------------------------------------------------ training
+    def on_fit_start(self):
+        if self.cfg.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.cfg.channels_last:
+            return _images(batch).contiguous(memory_format=torch.channels_last)
+        return batch
+
     def training_step(self, batch, batch_idx):
         x = _images(batch)
         terms = self.loss_terms(x, torch.randn(x.shape[0], self.cfg.latent_dim, device=x.device, dtype=x.dtype))

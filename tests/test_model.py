@@ -103,3 +103,10 @@ def test_latent_diagnostics_count_active_units():
     assert whitened[M.ACTIVE_UNITS_WHITENED] == 6
     nan = latent_diagnostics(torch.full((10, 6), float("nan")), torch.ones(6))
     assert math.isnan(nan[M.LATENT_ALPHA]) and nan[M.ACTIVE_UNITS] == 0
+
+
+def test_channels_last_gives_the_same_numbers():
+    cfg = tiny("powerlaw_clamp", gamma=1.0, max_epochs=1)
+    plain = train(cfg)
+    nhwc = train(cfg.replace(channels_last=True))
+    assert math.isclose(plain[M.VAL_RECON_MU], nhwc[M.VAL_RECON_MU], rel_tol=1e-3)
