@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Iterable, Optional, Union
 
 import pytorch_lightning as pl
@@ -80,13 +81,12 @@ class PowerLawVAE(pl.LightningModule):
         if self.cfg.channels_last:
             self.to(memory_format=torch.channels_last)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        if self.cfg.channels_last:
-            return _images(batch).contiguous(memory_format=torch.channels_last)
-        return batch
+    def _images(self, batch) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def training_step(self, batch, batch_idx):
-        x = _images(batch)
+        x = self._images(batch)
         terms = self.loss_terms(x, torch.randn(x.shape[0], self.cfg.latent_dim, device=x.device, dtype=x.dtype))
         loss = terms[M.LOSS]
         if not torch.isfinite(loss):
@@ -129,7 +129,7 @@ class PowerLawVAE(pl.LightningModule):
         return out
 
     def validation_step(self, batch, batch_idx):
-        self._accumulate(_images(batch), batch_idx, self._val_sums, self._val_mus)
+        self._accumulate(self._images(batch), batch_idx, self._val_sums, self._val_mus)
 
     def on_validation_epoch_start(self):
         self._val_sums, self._val_mus = {}, []
@@ -158,7 +158,7 @@ class PowerLawVAE(pl.LightningModule):
         self.eval()
         sums, mus = {}, []
         for i, batch in enumerate(dm.val_dataloader()):
-            self._accumulate(_images(batch).to(self.device), i, sums, mus)
+            self._accumulate(self._images(batch).to(self.device), i, sums, mus)
         self.train(was_training)
         if sums:
             summary = self._summarise(sums, mus)
@@ -172,10 +172,6 @@ class PowerLawVAE(pl.LightningModule):
         state = checkpoint.get("plvae", {})
         self.initial_metrics = dict(state.get("initial_metrics", {}))
         self.diverged = bool(state.get("diverged", False))
-
-
-def _images(batch) -> torch.Tensor:
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 def latent_diagnostics(mus: torch.Tensor, prior_scale: torch.Tensor) -> dict[str, float]:
@@ -201,6 +197,8 @@ def make_trainer(cfg: TrialConfig, callbacks: Iterable[pl.Callback] = (), logger
     (the model measures the initial validation loss itself), checkpointing left to the caller."""
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A skipped non-finite step is deliberate (the divergence is recorded); say nothing per step.
+    warnings.filterwarnings("ignore", message="`training_step` returned `None`")
     kwargs = dict(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
