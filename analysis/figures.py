@@ -106,7 +106,7 @@ def plot_gamma_vs_final(comparison: Comparison) -> Optional[Figure]:
     ctxs = _contexts(groups, comparison.context_keys)
     fig, axes = _panels(len(ctxs))
     for ax, (ctx, cg) in zip(axes, ctxs):
-        _gamma_lines(ax, cg, FINAL, f"{FINAL}_low", f"{FINAL}_high", " (baseline)")
+        _gamma_lines(ax, cg, FINAL, f"{FINAL}_low", f"{FINAL}_high", " (no γ)")
         ax.set_ylabel(f"final {comparison.metric} (median, 95% CI)")
         ax.set_title(_ctx_title(comparison.context_keys, ctx), fontsize=9)
         ax.grid(alpha=0.3)
@@ -123,7 +123,7 @@ def plot_divergence(comparison: Comparison) -> Optional[Figure]:
     ctxs = _contexts(groups, comparison.context_keys)
     fig, axes = _panels(len(ctxs))
     for ax, (ctx, cg) in zip(axes, ctxs):
-        _gamma_lines(ax, cg, DIVERGED, f"{DIVERGED}_low", f"{DIVERGED}_high", " (baseline)")
+        _gamma_lines(ax, cg, DIVERGED, f"{DIVERGED}_low", f"{DIVERGED}_high", " (no γ)")
         ax.set_ylabel("divergence rate (95% Wilson CI)")
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(_ctx_title(comparison.context_keys, ctx), fontsize=9)
