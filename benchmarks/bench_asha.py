@@ -64,6 +64,8 @@ class TimedStatusCallback(study_runner.StudyStatusCallback):
                         {k: trial.config.get(k) for k in ("variant", "gamma", "seed")}))
 
 
+from _common import cpu_model  # noqa: E402  (benchmarks/ is sys.path[0])
+
 def run_study(base: list[str], storage: str, name: str, scheduler: str, grace: int = None, rf: float = None) -> dict:
     argv = [*base, "--scheduler", scheduler, "--storage-path", storage, "--study-name", name, "--no-dashboard",
             "--verbose", "0"]
@@ -147,16 +149,6 @@ def replay_asha(fifo: dict, grace: int, rf: float, max_t: int, slots: int) -> di
               and fifo["curves"][tid]["objective"][reached[tid] - 1] < 1e5]
     return {"trial_epochs": sum(reached.values()), "best": min(finite) if finite else None, "order": order,
             "sim_time_s": now}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def main(argv=None) -> int:

@@ -29,6 +29,8 @@ from plvae.data import VAEDataModule, load_data  # noqa: E402
 from plvae.model import PowerLawVAE, train  # noqa: E402
 
 
+from _common import emit  # noqa: E402  (benchmarks/ is sys.path[0])
+
 def bare_loop(cfg: TrialConfig, data) -> list[float]:
     pl.seed_everything(cfg.seed, verbose=False)
     dm = VAEDataModule(cfg, data)
@@ -120,10 +122,7 @@ def main(argv=None) -> int:
     print("| arm | median epoch (s, epochs 2..n) | ratio to bare |\n|---|---|---|")
     for k in arms:
         print(f"| {k} | {med[k]:.3f} | {med[k] / med['bare']:.3f} |")
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    emit(out, args.json)
     return 0
 
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -22,6 +21,8 @@ import time
 
 import torch
 
+
+from _common import emit  # noqa: E402  (benchmarks/ is sys.path[0])
 
 def _quick_cfg(n_train: int, epochs: int, seed: int):
     from plvae.config import TrialConfig
@@ -122,10 +123,7 @@ def main(argv=None) -> int:
         row["speedup_vs_one"] = round(row["images_per_s"] / one, 2)
     out["resnet18_vae"] = [resnet_throughput(b, c, steps=10 if args.quick else 30)
                            for b, c in ((False, False), (True, False), (False, True), (True, True))]
-    print(json.dumps(out, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    emit(out, args.json)
     return 0
 
 

@@ -37,6 +37,8 @@ from plvae.spectrum import FLOAT32_RELIABLE, eigenspectrum
 BLOCK = 4096  # rows per block when generating data and building the reference
 
 
+from _common import cpu_model  # noqa: E402  (benchmarks/ is sys.path[0])
+
 def make_data(n: int, d: int, alpha: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """float32 (n, d) samples with covariance Q·diag(k^-alpha)·Qᵀ, and that spectrum."""
     rng = np.random.default_rng(seed)
@@ -74,17 +76,6 @@ def timed(fn, repeat: int):
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return out, wall, cpu
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def max_rel_err(eigs: np.ndarray, ref: np.ndarray, top: int) -> float:

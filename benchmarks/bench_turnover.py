@@ -77,6 +77,8 @@ class TimedStatusCallback(study_runner.StudyStatusCallback):
         super().on_trial_complete(iteration, trials, trial, **info)
 
 
+from _common import cpu_model  # noqa: E402  (benchmarks/ is sys.path[0])
+
 def study_args(args, storage: str, name: str, reuse: bool) -> list[str]:
     variants = ["vae", "powerlaw_clamp"]
     seeds = -(-args.trials // len(variants))
@@ -152,16 +154,6 @@ def q(xs: list, p: float) -> float:
     k = (len(xs) - 1) * p
     lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def import_profile() -> dict:
