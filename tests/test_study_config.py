@@ -342,3 +342,10 @@ def test_cli_subprocess_dry_run_as_a_script_from_any_directory(tmp_path):
     cfg = load_preset("quick").validate()
     assert f"{len(cfg.trial_dicts())} trials" in p.stdout
     assert str(tmp_path / "results" / "d") in p.stdout   # ./results, made absolute
+
+
+def test_grace_period_binds_only_asha():
+    cfg, _ = config_from_args(["--epochs", "1", "--scheduler", "fifo"])   # the preset's grace is 2
+    assert cfg.max_epochs == 1
+    with pytest.raises(StudyError, match=r"^grace_period=2 is invalid"):
+        config_from_args(["--epochs", "1", "--scheduler", "asha"])

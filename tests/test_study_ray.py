@@ -210,12 +210,14 @@ def _descendants(pid: int) -> set[int]:
 
 
 def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
-    argv = ["--variants", "vae,powerlaw_clamp", "--gammas", "0.25,0.5,0.75,1", "--seeds", "0,1", "--epochs", "3",
+    # 30 trials: on a quiet machine a smaller study can finish in the seconds between the second
+    # completed trial and the kill.
+    argv = ["--variants", "vae,powerlaw_clamp", "--gammas", "0.25,0.5,0.75,1", "--seeds", "0:6:1", "--epochs", "3",
             "--scheduler", "fifo", "--num-cpus", "2", "--storage-path", str(tmp_path), "--study-name", "crash", *TINY,
             "--set", "n_train=1024"]
     cfg, _ = config_from_args(argv)
     grid = cfg.trial_dicts()
-    assert len(grid) == 10
+    assert len(grid) == 30
     exp = tmp_path / "crash"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "first.log", "w")

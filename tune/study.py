@@ -192,7 +192,10 @@ class StudyConfig:
                 raise _bad("num_samples", self.num_samples, "an integer >= 1")
         if not _is_int(self.search_seed) or self.search_seed < 0:
             raise _bad("search_seed", self.search_seed, "an integer >= 0")
-        if not _is_int(self.grace_period) or not 1 <= self.grace_period <= self.max_epochs:
+        # The grace period only means something to ASHA: a FIFO study of 1 epoch must not fail
+        # on the preset's grace period.
+        if not _is_int(self.grace_period) or self.grace_period < 1 or (
+                self.scheduler == "asha" and self.grace_period > self.max_epochs):
             raise _bad("grace_period", self.grace_period, f"an integer in [1, max_epochs={self.max_epochs}]")
         if not _is_number(self.reduction_factor) or self.reduction_factor <= 1:
             raise _bad("reduction_factor", self.reduction_factor, "a number > 1")
