@@ -26,11 +26,11 @@ def _bad(name: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"{name}={value!r} is invalid; allowed: {allowed}")
 
 
-def _is_number(x) -> bool:
+def is_finite_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _is_int(x) -> bool:
+def is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -87,49 +87,49 @@ class TrialConfig:
         if self.variant not in VARIANT_NAMES:
             raise _bad("variant", self.variant, ", ".join(VARIANT_NAMES))
         v = get_variant(self.variant)
-        if not _is_number(self.gamma) or self.gamma < 0:
+        if not is_finite_number(self.gamma) or self.gamma < 0:
             raise _bad("gamma", self.gamma, "a finite number >= 0")
-        if not _is_int(self.latent_dim) or self.latent_dim < 1:
+        if not is_int(self.latent_dim) or self.latent_dim < 1:
             raise _bad("latent_dim", self.latent_dim, "an integer >= 1")
-        if not _is_number(self.min_decay) or not 0 < self.min_decay <= 1:
+        if not is_finite_number(self.min_decay) or not 0 < self.min_decay <= 1:
             raise _bad("min_decay", self.min_decay, "a number in (0, 1]")
         if v.uses_clip_dim:
             if self.clip_dim is None:
                 raise ConfigError(f"clip_dim=None is invalid for variant {self.variant!r}; allowed: an integer >= 1 (required)")
-            if not _is_int(self.clip_dim) or self.clip_dim < 1:
+            if not is_int(self.clip_dim) or self.clip_dim < 1:
                 raise _bad("clip_dim", self.clip_dim, "an integer >= 1")
         if v.uses_decay_rate:
             if self.decay_rate is None:
                 raise ConfigError(f"decay_rate=None is invalid for variant {self.variant!r}; allowed: a number >= 0 (required)")
-            if not _is_number(self.decay_rate) or self.decay_rate < 0:
+            if not is_finite_number(self.decay_rate) or self.decay_rate < 0:
                 raise _bad("decay_rate", self.decay_rate, "a finite number >= 0")
-        if not _is_number(self.kl_coeff) or self.kl_coeff < 0:
+        if not is_finite_number(self.kl_coeff) or self.kl_coeff < 0:
             raise _bad("kl_coeff", self.kl_coeff, "a finite number >= 0")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise _bad("kl_estimator", self.kl_estimator, ", ".join(KL_ESTIMATORS))
         if self.kl_reduction not in REDUCTIONS:
             raise _bad("kl_reduction", self.kl_reduction, ", ".join(REDUCTIONS))
-        if not _is_number(self.lr) or self.lr <= 0:
+        if not is_finite_number(self.lr) or self.lr <= 0:
             raise _bad("lr", self.lr, "a finite number > 0")
         for name in ("batch_size", "max_epochs", "n_train", "n_val", "image_size", "enc_out_dim"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise _bad(name, value, "an integer >= 1")
         for name in ("seed", "data_seed", "num_workers"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 0:
+            if not is_int(value) or value < 0:
                 raise _bad(name, value, "an integer >= 0")
         if self.dataset not in DATASETS:
             raise _bad("dataset", self.dataset, ", ".join(DATASETS))
         if self.channels not in (1, 3):
             raise _bad("channels", self.channels, "1 or 3")
-        if not _is_number(self.val_fraction) or not 0 < self.val_fraction < 1:
+        if not is_finite_number(self.val_fraction) or not 0 < self.val_fraction < 1:
             raise _bad("val_fraction", self.val_fraction, "a number in (0, 1)")
-        if not _is_number(self.data_alpha) or self.data_alpha <= 0:
+        if not is_finite_number(self.data_alpha) or self.data_alpha <= 0:
             raise _bad("data_alpha", self.data_alpha, "a finite number > 0")
         if self.net not in NETS:
             raise _bad("net", self.net, ", ".join(NETS))
-        if not self.hidden_dims or not all(_is_int(h) and h >= 1 for h in self.hidden_dims):
+        if not self.hidden_dims or not all(is_int(h) and h >= 1 for h in self.hidden_dims):
             raise _bad("hidden_dims", self.hidden_dims, "a non-empty list of integers >= 1")
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir=None is invalid for dataset 'image_folder'; allowed: a folder of images")

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from plvae import metrics as M
-from plvae.config import ConfigError, TrialConfig
+from plvae.config import ConfigError, TrialConfig, is_finite_number, is_int
 from plvae.priors import VARIANT_NAMES, VARIANTS
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -61,14 +61,6 @@ class StudyError(ConfigError):
 
 def _bad(name: str, value: Any, allowed: str) -> StudyError:
     return StudyError(f"{name}={value!r} is invalid; allowed: {allowed}")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def is_uri(path: str) -> bool:
@@ -167,7 +159,7 @@ class StudyConfig:
                     if not isinstance(value, str) or value not in VARIANTS:
                         raise _bad("variant", value, ", ".join(VARIANT_NAMES) + " (or 'all')")
                 else:
-                    if tfield not in INT_SWEEPS and _is_int(value):
+                    if tfield not in INT_SWEEPS and is_int(value):
                         value = float(value)
                     _probe_trial(self.trial, tfield, value)
                 if value not in seen:
@@ -188,31 +180,31 @@ class StudyConfig:
         else:
             if self.num_samples is None:
                 self.num_samples = 16
-            if not _is_int(self.num_samples) or self.num_samples < 1:
+            if not is_int(self.num_samples) or self.num_samples < 1:
                 raise _bad("num_samples", self.num_samples, "an integer >= 1")
-        if not _is_int(self.search_seed) or self.search_seed < 0:
+        if not is_int(self.search_seed) or self.search_seed < 0:
             raise _bad("search_seed", self.search_seed, "an integer >= 0")
         # The grace period only means something to ASHA: a FIFO study of 1 epoch must not fail
         # on the preset's grace period.
-        if not _is_int(self.grace_period) or self.grace_period < 1 or (
+        if not is_int(self.grace_period) or self.grace_period < 1 or (
                 self.scheduler == "asha" and self.grace_period > self.max_epochs):
             raise _bad("grace_period", self.grace_period, f"an integer in [1, max_epochs={self.max_epochs}]")
-        if not _is_number(self.reduction_factor) or self.reduction_factor <= 1:
+        if not is_finite_number(self.reduction_factor) or self.reduction_factor <= 1:
             raise _bad("reduction_factor", self.reduction_factor, "a number > 1")
-        if not _is_int(self.cpus_per_trial) or self.cpus_per_trial < 1:
+        if not is_int(self.cpus_per_trial) or self.cpus_per_trial < 1:
             raise _bad("cpus_per_trial", self.cpus_per_trial, "an integer >= 1 (torch's threads per trial)")
         g = self.gpus_per_trial
         if g is not None:
-            if _is_number(g) and float(g).is_integer() and g >= 1:
+            if is_finite_number(g) and float(g).is_integer() and g >= 1:
                 self.gpus_per_trial = int(g)
-            elif not (_is_number(g) and 0 < g <= 1):
+            elif not (is_finite_number(g) and 0 < g <= 1):
                 raise _bad("gpus_per_trial", g, "a fraction in (0, 1] or an integer >= 1 "
                                                 "(leave it out, or 'none', for CPU-only trials)")
-        if self.max_concurrent is not None and (not _is_int(self.max_concurrent) or self.max_concurrent < 1):
+        if self.max_concurrent is not None and (not is_int(self.max_concurrent) or self.max_concurrent < 1):
             raise _bad("max_concurrent", self.max_concurrent, "an integer >= 1")
-        if self.num_cpus is not None and (not _is_int(self.num_cpus) or self.num_cpus < 1):
+        if self.num_cpus is not None and (not is_int(self.num_cpus) or self.num_cpus < 1):
             raise _bad("num_cpus", self.num_cpus, "an integer >= 1")
-        if self.num_gpus is not None and (not _is_number(self.num_gpus) or self.num_gpus < 0):
+        if self.num_gpus is not None and (not is_finite_number(self.num_gpus) or self.num_gpus < 0):
             raise _bad("num_gpus", self.num_gpus, "a number >= 0")
         if self.address is not None:
             if not isinstance(self.address, str) or not (
@@ -233,11 +225,11 @@ class StudyConfig:
         for flag in ("gamma_from_data", "shared_storage", "dashboard", "reuse_actors"):
             if not isinstance(getattr(self, flag), bool):
                 raise _bad(flag, getattr(self, flag), "true or false")
-        if not _is_int(self.max_failures) or self.max_failures < 0:
+        if not is_int(self.max_failures) or self.max_failures < 0:
             raise _bad("max_failures", self.max_failures, "an integer >= 0")
-        if not _is_int(self.keep_checkpoints) or self.keep_checkpoints < 1:
+        if not is_int(self.keep_checkpoints) or self.keep_checkpoints < 1:
             raise _bad("keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
-        if not _is_int(self.verbose) or not 0 <= self.verbose <= 3:
+        if not is_int(self.verbose) or not 0 <= self.verbose <= 3:
             raise _bad("verbose", self.verbose, "0, 1, 2 or 3")
 
     # ------------------------------------------------------------------ the grid
