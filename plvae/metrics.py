@@ -41,7 +41,6 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 # 1.0 once a non-finite loss has been seen; the trial then stops cleanly (an outcome, not a crash).
 DIVERGED = "diverged"
-EPOCH = "epoch"
 
 # What a study compares on by default: total losses use different priors, recon_mu does not.
 DEFAULT_STUDY_METRIC = VAL_RECON_MU
