@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The evidence studies behind README's "Results": real data (every variant) and the synthetic
 # power-law data at four exponents, each opened with the analysis package. Run from the repository
-# root with the project's venv (make setup). About 45 minutes in all on a 2-core machine.
+# root with the project's venv (make setup). About an hour in all on a 2-core machine (each
+# preset's sizing is in its YAML). Then: python benchmarks/evidence_summary.py
 #   bash benchmarks/run_evidence.sh [real] [synthetic]      (default: both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,7 @@ for w in "${what[@]}"; do
       ;;
     synthetic)
       for a in 0.5 1.0 1.5 2.0; do
-        gammas=$($PY -c "a=$a; print(','.join(f'{a*f:g}' for f in (0.25, 0.5, 0.75, 1.0)))")
-        $PY tune/run_study.py --preset evidence_synthetic --data-alpha "$a" --gammas "$gammas" \
+        $PY tune/run_study.py --preset evidence_synthetic --data-alpha "$a" \
           --storage-path "$OUT" --study-name "synthetic_a$a" --no-dashboard --verbose 0
         $PY -m analysis "$OUT/synthetic_a$a"
       done

@@ -4,8 +4,11 @@ The encoder gives mu and log sigma^2 per latent dimension k; a variant (plvae.pr
 decay vector s, whether sampling uses N(mu, (sigma*s)^2) or N(mu, sigma^2), and the divergence
 against the prior N(0, s^2). With s = 1 (gamma = 0) every KL variant is the standard VAE, to the bit.
 
-Total losses are measured against each variant's own prior, so they are not comparable across
-variants; `recon_mu`, the reconstruction error of the decoder at z = mu, is.
+Every KL variant is an exact reparameterisation of the standard beta-VAE (u = z / s), so the total
+loss is one objective for all of them (DESIGN.md, "Comparing variants fairly"). Validation also
+logs where a trial sits on the rate-distortion trade-off: `rate`, the closed-form KL from the
+posterior used for sampling to the prior summed over latent dims (nats per example, whatever the
+estimator and reduction of the loss), and `recon_mu`, the reconstruction error at z = mu.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from torch import nn
 from plvae import metrics as M
 from plvae.config import TrialConfig
 from plvae.nets import build_nets
-from plvae.priors import divergence, get_variant, prior_scale
+from plvae.priors import divergence, get_variant, kl_normal, prior_scale
 
 _VAL_NOISE_STREAM = 1_000_003  # offsets the validation noise seed from the training seed
 
@@ -74,7 +77,8 @@ class PowerLawVAE(pl.LightningModule):
         recon = F.mse_loss(self.decoder(z), x)
         div = divergence(self.variant, z, mu, log_std_q, self.log_prior_scale,
                          self.cfg.kl_estimator, self.cfg.kl_reduction)
-        return {M.LOSS: recon + self.cfg.kl_coeff * div, M.RECON: recon, M.DIVERGENCE: div, "mu": mu}
+        return {M.LOSS: recon + self.cfg.kl_coeff * div, M.RECON: recon, M.DIVERGENCE: div, "mu": mu,
+                "log_std_q": log_std_q}
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self):
@@ -116,7 +120,9 @@ class PowerLawVAE(pl.LightningModule):
     def _accumulate(self, x: torch.Tensor, batch_idx: int, sums: dict, mus: list) -> None:
         terms = self.loss_terms(x, self._val_noise(batch_idx, x.shape[0], x))
         mu = terms.pop("mu")
+        log_std_q = terms.pop("log_std_q")
         terms[M.RECON_MU] = F.mse_loss(self.decoder(mu), x)
+        terms[M.RATE] = kl_normal(mu, log_std_q, self.log_prior_scale.expand_as(mu)).sum(dim=-1).mean()
         n = x.shape[0]
         sums["n"] = sums.get("n", 0) + n
         for name, value in terms.items():
@@ -124,7 +130,8 @@ class PowerLawVAE(pl.LightningModule):
         mus.append(mu.float().cpu())
 
     def _summarise(self, sums: dict, mus: list) -> dict[str, float]:
-        out = {M.metric(M.VAL, name): sums[name] / sums["n"] for name in (M.LOSS, M.RECON, M.DIVERGENCE, M.RECON_MU)}
+        out = {M.metric(M.VAL, name): sums[name] / sums["n"]
+               for name in (M.LOSS, M.RECON, M.DIVERGENCE, M.RECON_MU, M.RATE)}
         out.update(latent_diagnostics(torch.cat(mus), self.prior_scale.float().cpu()))
         return out
 

@@ -40,9 +40,83 @@ def test_presets_exist_and_validate():
     assert {"quick", "paper", "full"} <= set(preset_names())
     for name in preset_names():
         cfg = load_preset(name).validate()
-        if cfg.search == "grid":
+        if cfg.search == "grid" and not cfg.grids:
             assert len(cfg.trial_dicts()) == expected_grid_size(cfg)
+        elif cfg.search == "grid":  # a union of grids: at most their sum, at least the largest
+            sizes = [expected_grid_size(cfg._grid(i)) for i in range(len(cfg.grids))]
+            assert max(sizes) <= len(cfg.trial_dicts()) <= sum(sizes)
         assert cfg.study_name.startswith(name + "_")
+
+
+def test_evidence_real_is_the_documented_design():
+    """The preset's comment promises 260 + 520 + 100 + 80 = 960 trials, ten seeds each setting."""
+    cfg = load_preset("evidence_real").validate()
+    extra = {"data_alpha": 1.7, "data_gamma": 0.85}
+    from tune.study import add_data_gamma
+    add_data_gamma(cfg, {"k": 1.7})
+    trials = cfg.trial_dicts(extra)
+    assert len(trials) == 960
+    assert {t["latent_dim"] for t in trials} == {16, 64, 256}
+    assert {t["min_decay"] for t in trials if t["variant"] == "powerlaw_clamp"} == {0.001, 0.01}
+    assert {t["gamma"] for t in trials if t["variant"] == "powerlaw_clamp"} == {0.25, 0.85, 1.7, 2.55}
+    assert {t["kl_coeff"] for t in trials if t["variant"] == "vae" and t["latent_dim"] == 64} == \
+        {0.025, 0.05, 0.1, 0.2, 0.4}
+    assert {t["variant"] for t in trials} == set(VARIANT_NAMES)
+    settings = {}
+    for t in trials:
+        key = json.dumps({k: v for k, v in t.items() if k != "seed"}, sort_keys=True)
+        settings.setdefault(key, set()).add(t["seed"])
+    assert all(len(seeds) == 10 for seeds in settings.values())
+
+
+def test_kl_coeffs_is_a_sweep():
+    cfg, _ = config_from_args(["--variants", "vae", "--kl-coeffs", "0.05,0.1,0.2", "--seeds", "0,1"])
+    assert sorted({t["kl_coeff"] for t in cfg.trial_dicts()}) == [0.05, 0.1, 0.2]
+    assert len(cfg.trial_dicts()) == 6
+    with pytest.raises(StudyError, match="kl_coeff=-1"):
+        config_from_args(["--kl-coeffs", "-1"])
+
+
+def test_gammas_relative_to_alpha_resolve_with_the_measured_alpha():
+    from tune.study import add_data_gamma
+    cfg, _ = config_from_args(["--variants", "vae,powerlaw", "--gammas", "0.25,alpha/2,1.5*alpha",
+                               "--gamma-from-data"])
+    extra = add_data_gamma(cfg, {"natural_patches": 1.7})
+    assert extra == {"data_alpha": 1.7, "data_gamma": 0.85}
+    assert sorted({t["gamma"] for t in cfg.trial_dicts(extra) if t["variant"] == "powerlaw"}) == [0.25, 0.85, 2.55]
+    # Without a measured alpha there is nothing to be relative to: one line, before Ray.
+    with pytest.raises(StudyError, match="gamma='alpha/2' is invalid"):
+        config_from_args(["--variants", "powerlaw", "--gammas", "alpha/2"])
+    with pytest.raises(StudyError, match="gammas="):
+        config_from_args(["--variants", "powerlaw", "--gammas", "alfa/2", "--gamma-from-data"])
+
+
+def test_grids_run_their_union_and_reject_bad_entries(tmp_path):
+    f = tmp_path / "g.yaml"
+    f.write_text("variants: [vae, powerlaw]\ngammas: [1.0]\nlatent_dims: [8]\nseeds: [0, 1]\n"
+                 "grids:\n  - {}\n  - {variants: [vae], kl_coeffs: [0.1, 0.2]}\n  - {latent_dims: [4]}\n")
+    cfg, _ = config_from_args(["--config", str(f)])
+    trials = cfg.trial_dicts()
+    # grid 0: 2 variants x 2 seeds; grid 1 adds vae at beta 0.2 (beta 0.1 is grid 0's); grid 2: latent 4
+    assert len(trials) == 4 + 2 + 4
+    assert len({json.dumps(t, sort_keys=True) for t in trials}) == len(trials)
+    for text, match in (("grids: [{latent_dim: [4]}]", r"grids\[0\]\.latent_dim"),
+                        ("grids: [{latent_dims: [0]}]", r"grids\[0\]\.latent_dim=0"),
+                        ("grids: 3", "grids=3"),
+                        ("primary: [{quantity: best, variant: vae}]", r"primary\[0\]\.quantity='best'"),
+                        ("primary: [{quantity: final, variant: nope}]", r"primary\[0\]\.variant='nope'"),
+                        ("primary: [{quantity: final}]", r"primary\[0\]=")):
+        f.write_text(text + "\n")
+        with pytest.raises(StudyError, match=match):
+            config_from_args(["--config", str(f)])
+
+
+def test_a_study_mixing_w2_with_kl_says_so_in_one_line():
+    cfg, _ = config_from_args([])
+    note = cfg.objective_note()
+    assert note and "\n" not in note and "powerlaw_wae" in note and "rate-distortion" in note
+    cfg, _ = config_from_args(["--variants", "vae,powerlaw_clamp"])
+    assert cfg.objective_note() is None
 
 
 def test_quick_is_the_default_and_covers_every_variant():

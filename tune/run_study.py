@@ -39,6 +39,8 @@ def main(argv=None) -> int:
                 extra = add_data_gamma(cfg, load_and_measure(cfg, measure=True)[1])
                 print(f"data alpha = {extra['data_alpha']:.3f}: gamma = {extra['data_gamma']} added")
             print(describe(cfg, cfg.trial_dicts(extra) if cfg.search == "grid" else []))
+            if cfg.objective_note():
+                print(cfg.objective_note())
             return 0
         from tune.study_runner import run  # imports Ray: only once the input is known to be good
 

@@ -25,7 +25,7 @@ import yaml
 
 from plvae import metrics as M
 from plvae.config import ConfigError, TrialConfig, is_finite_number, is_int
-from plvae.priors import VARIANT_NAMES, VARIANTS
+from plvae.priors import VARIANT_NAMES, VARIANTS, W2
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "quick"
@@ -48,8 +48,17 @@ SWEEPS = {
     "clip_dim": ("clip_dims", "uses_clip_dim"),
     "decay_rate": ("decay_rates", "uses_decay_rate"),
     "lr": ("lrs", None),
+    "kl_coeff": ("kl_coeffs", None),
     "seed": ("seeds", None),
 }
+SWEEP_LISTS = tuple(lst for lst, _ in SWEEPS.values())
+
+# A gamma given relative to the data's measured exponent (with gamma_from_data): "alpha/2",
+# "alpha", "1.5*alpha", "0.25*alpha". Resolved to numbers once alpha is measured.
+_ALPHA_GAMMA = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?alpha\s*(?:/\s*(\d+(?:\.\d*)?))?\s*$")
+# A `primary` entry: one declared comparison (Holm corrects over these only; analysis.compare).
+PRIMARY_QUANTITIES = ("final", "epochs_to_target", "diverged", "distortion_gap")
+PRIMARY_KEYS = ("quantity", "variant", "where", "per")
 INT_SWEEPS = {"latent_dim", "clip_dim", "seed"}
 TRIAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)
                   if f.default is not dataclasses.MISSING}
@@ -78,8 +87,16 @@ class StudyConfig:
     clip_dims: list = field(default_factory=lambda: [4])          # powerlaw_clip only
     decay_rates: list = field(default_factory=lambda: [0.1])      # exponential / linear only
     lrs: list = field(default_factory=lambda: [1e-3])
+    kl_coeffs: list = field(default_factory=lambda: [0.1])        # beta: a sweep traces the rate-distortion frontier
     seeds: list = field(default_factory=lambda: [0])
     gamma_from_data: bool = False   # add gamma = alpha/2, alpha measured on the training split
+    # Several grids in one study: each entry overrides some sweep lists above (e.g. every variant at
+    # latent 64, and only vae / powerlaw_clamp at latent 16 and 256); the study runs their union.
+    grids: list = field(default_factory=list)
+    # The declared primary comparisons (analysis corrects for multiplicity over these only):
+    # [{quantity: final|epochs_to_target|diverged|distortion_gap, variant: NAME,
+    #   where: {field: value, gamma: data (the data-matched gamma), lr: max}, per: [field, ...]}]
+    primary: list = field(default_factory=list)
     # --- every other TrialConfig field, fixed for the whole study (epochs are trial.max_epochs)
     trial: dict = field(default_factory=dict)
     # --- search and scheduling
@@ -136,35 +153,83 @@ class StudyConfig:
             TrialConfig.from_dict(self.trial)
         except ConfigError as e:
             raise StudyError(f"trial: {e}") from None
+        self._validate_grids()
         self._validate_sweeps()
+        self._validate_primary()
         self._validate_options()
         n = len(self.trial_dicts()) if self.search == "grid" else self.num_samples
         if n < 1:
             raise StudyError(f"grid=[] is invalid; allowed: at least one trial (variants={self.variants!r})")
         return self
 
-    def _validate_sweeps(self) -> None:
+    def _validate_grids(self) -> None:
+        if not isinstance(self.grids, list):
+            raise _bad("grids", self.grids, "a list of mappings of sweep lists (" + ", ".join(SWEEP_LISTS) + ")")
+        if self.grids and self.search != "grid":
+            raise _bad("grids", f"[{len(self.grids)} grids]", "only with search 'grid'")
+        for i, g in enumerate(self.grids):
+            if not isinstance(g, dict):
+                raise _bad(f"grids[{i}]", g, "a mapping of sweep lists ({} is the top-level grid): "
+                           + ", ".join(SWEEP_LISTS))
+            for key in g:
+                if key not in SWEEP_LISTS:
+                    raise _bad(f"grids[{i}].{key}", g[key], "a sweep list: " + ", ".join(SWEEP_LISTS))
+            sub = self._grid(i)
+            sub._validate_sweeps(f"grids[{i}].")
+            self.grids[i] = {k: getattr(sub, k) for k in g}
+
+    def _grid(self, i: int) -> "StudyConfig":
+        """Grid i of `grids` as a one-grid StudyConfig (its lists over the top-level ones)."""
+        sub = dataclasses.replace(self, grids=[], primary=[])
+        for key, value in self.grids[i].items():
+            setattr(sub, key, list(value) if isinstance(value, list) else value)
+        return sub
+
+    def _validate_sweeps(self, where: str = "") -> None:
         if self.variants == "all" or self.variants == ["all"]:
             self.variants = list(VARIANT_NAMES)
         for tfield, (lst, uses) in SWEEPS.items():
             values = getattr(self, lst)
             if not isinstance(values, list):
-                raise _bad(lst, values, "a list")
+                raise _bad(where + lst, values, "a list")
             needed = uses is None or any(getattr(VARIANTS[v], uses) for v in self.variants if v in VARIANTS)
             if not values and needed:
-                raise _bad(lst, values, f"a non-empty list of {tfield} values (empty grid)")
+                raise _bad(where + lst, values, f"a non-empty list of {tfield} values (empty grid)")
             seen = []
             for value in values:
                 if tfield == "variant":
                     if not isinstance(value, str) or value not in VARIANTS:
-                        raise _bad("variant", value, ", ".join(VARIANT_NAMES) + " (or 'all')")
+                        raise _bad(where + "variant", value, ", ".join(VARIANT_NAMES) + " (or 'all')")
+                elif tfield == "gamma" and isinstance(value, str):
+                    if not _ALPHA_GAMMA.match(value) or not self.gamma_from_data:
+                        raise _bad(where + "gamma", value, "a number >= 0, or with gamma_from_data a multiple of the "
+                                                          "measured alpha ('alpha/2', 'alpha', '1.5*alpha')")
                 else:
                     if tfield not in INT_SWEEPS and is_int(value):
                         value = float(value)
-                    _probe_trial(self.trial, tfield, value)
+                    _probe_trial(self.trial, tfield, value, where)
                 if value not in seen:
                     seen.append(value)
             setattr(self, lst, seen)
+
+    def _validate_primary(self) -> None:
+        allowed = ("a list of {quantity: " + "|".join(PRIMARY_QUANTITIES) + ", variant: NAME, where: {field: value}, "
+                   "per: [field, ...]}")
+        if not isinstance(self.primary, list):
+            raise _bad("primary", self.primary, allowed)
+        for i, entry in enumerate(self.primary):
+            if not isinstance(entry, dict) or set(entry) - set(PRIMARY_KEYS) or "quantity" not in entry \
+                    or "variant" not in entry:
+                raise _bad(f"primary[{i}]", entry, allowed)
+            if entry["quantity"] not in PRIMARY_QUANTITIES:
+                raise _bad(f"primary[{i}].quantity", entry["quantity"], ", ".join(PRIMARY_QUANTITIES))
+            if entry["variant"] not in VARIANTS:
+                raise _bad(f"primary[{i}].variant", entry["variant"], ", ".join(VARIANT_NAMES))
+            where, per = entry.get("where", {}), entry.get("per", [])
+            if not isinstance(where, dict) or any(k not in TrialConfig.field_names() for k in where):
+                raise _bad(f"primary[{i}].where", where, "a mapping of trial fields to values")
+            if not isinstance(per, list) or any(k not in TrialConfig.field_names() for k in per):
+                raise _bad(f"primary[{i}].per", per, "a list of trial fields")
 
     def _validate_options(self) -> None:
         if self.metric not in STUDY_METRICS:
@@ -234,17 +299,29 @@ class StudyConfig:
 
     # ------------------------------------------------------------------ the grid
     def trial_dicts(self, extra: Optional[dict] = None) -> list[dict]:
-        """Every trial of the grid as a full, flat TrialConfig dict, each distinct config once.
+        """Every trial of the grid (or of each of `grids`) as a full, flat TrialConfig dict, each
+        distinct config once.
 
         A field a variant does not use (gamma for `vae`, min_decay for `powerlaw`, ...) keeps its
-        TrialConfig default instead of multiplying the grid with identical trials."""
+        TrialConfig default instead of multiplying the grid with identical trials. Gammas relative
+        to alpha resolve with the measured alpha in ``extra`` (before it is measured, alpha = 1
+        stands in, which is enough to validate the grid)."""
         out, seen = [], set()
+        for grid in ([self._grid(i) for i in range(len(self.grids))] if self.grids else [self]):
+            grid._grid_trials(extra, out, seen)
+        return out
+
+    def _grid_trials(self, extra: Optional[dict], out: list, seen: set) -> None:
+        alpha = (extra or {}).get("data_alpha", 1.0)
+        gammas = [resolve_gamma(g, alpha) for g in self.gammas]
         for variant in self.variants:
             v = VARIANTS[variant]
             axes = []
             for tfield, (lst, uses) in SWEEPS.items():
                 if tfield == "variant":
                     axes.append([variant])
+                elif tfield == "gamma" and v.uses_gamma:
+                    axes.append(gammas)
                 elif uses is None or getattr(v, uses):
                     axes.append(getattr(self, lst))
                 else:
@@ -257,7 +334,21 @@ class StudyConfig:
                 if key not in seen:
                     seen.add(key)
                     out.append(d)
-        return out
+
+    def all_variants(self) -> list[str]:
+        """Every variant the study runs (over all of `grids`)."""
+        lists = [self.variants] + [g["variants"] for g in self.grids if "variants" in g]
+        return list(dict.fromkeys(v for lst in lists for v in lst))
+
+    def objective_note(self) -> Optional[str]:
+        """One line when W2 trials share a study with KL trials: their val_loss is their own objective."""
+        kinds = {VARIANTS[v].divergence for v in self.all_variants()}
+        if len(kinds) < 2:
+            return None
+        w2 = ", ".join(v for v in self.all_variants() if VARIANTS[v].divergence == W2)
+        return (f"note: {w2} minimise(s) squared W2, not KL: those trials are scheduled on their own objective "
+                f"({self.metric}), which is not comparable with the KL variants'; the analysis compares them in "
+                f"the rate-distortion plane only")
 
     def base_trial(self) -> TrialConfig:
         """The fixed fields with the first value of each sweep: what the data and resources depend on."""
@@ -307,7 +398,15 @@ class OptunaSpace:
         return TrialConfig.from_dict({**c["trial"], **trial.params, **fixed, "extra": tags}).to_dict()
 
 
-def _probe_trial(fixed: dict, tfield: str, value) -> None:
+def resolve_gamma(value, alpha: float) -> float:
+    """A gamma entry as a number: itself, or a multiple of alpha ('alpha/2' -> round(alpha/2, 2))."""
+    if not isinstance(value, str):
+        return value
+    m = _ALPHA_GAMMA.match(value)
+    return round(float(m.group(1) or 1) * alpha / float(m.group(2) or 1), 2)
+
+
+def _probe_trial(fixed: dict, tfield: str, value, where: str = "") -> None:
     """Validate one sweep value by building a TrialConfig that uses it (on a variant that needs it)."""
     uses = SWEEPS[tfield][1]
     probe = {**fixed, tfield: value}
@@ -321,7 +420,7 @@ def _probe_trial(fixed: dict, tfield: str, value) -> None:
     try:
         TrialConfig.from_dict(probe)
     except ConfigError as e:
-        raise StudyError(str(e)) from None
+        raise StudyError(where + str(e)) from None
 
 
 def join_storage(storage_path: str, name: str) -> str:
@@ -370,7 +469,10 @@ def add_data_gamma(cfg: StudyConfig, alphas: dict) -> dict:
     if gamma < 0:
         raise StudyError(f"gamma_from_data: measured alpha={alpha:.3f} gives gamma={gamma} < 0; allowed: "
                          "data whose spectrum decays (alpha > 0)")
-    cfg.gammas = sorted(set(cfg.gammas) | {gamma})
+    cfg.gammas = sorted({resolve_gamma(g, alpha) for g in cfg.gammas} | {gamma})
+    for g in cfg.grids:
+        if "gammas" in g:
+            g["gammas"] = sorted({resolve_gamma(x, alpha) for x in g["gammas"]} | {gamma})
     return {"data_alpha": alpha, "data_gamma": gamma}
 
 
@@ -476,7 +578,7 @@ def parse_values(name: str, text: str, kind=float) -> list:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             raise _bad(name, text, allowed)
-        if kind is str:
+        if kind is str or (name == "gammas" and _ALPHA_GAMMA.match(part)):
             out.append(part)
             continue
         if ":" in part:
@@ -589,7 +691,7 @@ OPTIONS = {
     "--epochs": ("trial.max_epochs", int), "--dataset": ("trial.dataset", str), "--net": ("trial.net", str),
     "--batch-size": ("trial.batch_size", int), "--image-size": ("trial.image_size", int),
     "--channels": ("trial.channels", int), "--n-train": ("trial.n_train", int), "--n-val": ("trial.n_val", int),
-    "--kl-coeff": ("trial.kl_coeff", float), "--kl-estimator": ("trial.kl_estimator", str),
+    "--kl-coeffs": ("kl_coeffs", float), "--kl-estimator": ("trial.kl_estimator", str),
     "--kl-reduction": ("trial.kl_reduction", str), "--enc-out-dim": ("trial.enc_out_dim", int),
     "--hidden-dims": ("trial.hidden_dims", "intlist"), "--data-dir": ("trial.data_dir", str),
     "--data-alpha": ("trial.data_alpha", float), "--data-seed": ("trial.data_seed", int),
@@ -609,6 +711,7 @@ _HELP = {
     "--variants": f"comma-separated, or 'all' ({', '.join(VARIANT_NAMES)})",
     "--gammas": "list '0,0.5,1' or range start:stop:step, stop excluded ('0:2:0.1' = 0.0..1.9)",
     "--epochs": "epochs per trial (TrialConfig.max_epochs; ASHA's max_t)",
+    "--kl-coeffs": "beta values (list or range): sweep them to trace the baseline's rate-distortion frontier",
     "--metric": f"what ASHA and Optuna minimise: {', '.join(STUDY_METRICS)}",
     "--search": "grid (deduplicated Cartesian product) or optuna",
     "--num-samples": "optuna: number of trials (default 16)",

@@ -108,7 +108,7 @@ def make_trainable(cfg: StudyConfig, data):
 
 def progress_reporter(cfg: StudyConfig):
     params = {"variant": "variant", "gamma": "gamma", "latent_dim": "latent_dim", "min_decay": "min_decay",
-              "lr": "lr", "seed": "seed"}
+              "lr": "lr", "kl_coeff": "kl_coeff", "seed": "seed"}
     metrics = {"training_iteration": "epoch", cfg.metric: cfg.metric, M.VAL_LOSS: M.VAL_LOSS,
                M.DIVERGED: M.DIVERGED}
     return tune.CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=20,
@@ -268,6 +268,8 @@ def run(cfg: StudyConfig, prior: Optional[dict] = None, out=sys.stdout) -> int:
             print(note, file=out)
         if dashboard:
             print(f"Ray dashboard: {dashboard}", file=out)
+        if cfg.objective_note():
+            print(cfg.objective_note(), file=out)
         data, data_alpha = load_data_once(cfg, measure=cfg.gamma_from_data and prior is None)
         extra = {}
         if prior is not None:
