@@ -16,6 +16,16 @@ from plvae.priors import KL_ESTIMATORS, REDUCTIONS, VARIANT_NAMES, get_variant
 DATASETS = ("natural_patches", "digits", "powerlaw_gaussian", "cifar10", "mnist", "fashion_mnist",
             "stl10", "image_folder")
 NETS = ("conv", "resnet18", "mlp")
+RESNET18_FEATURES = 512  # ResNet-18's pooled feature width: the only enc_out_dim net="resnet18" has
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+              "transformer-engine")   # Lightning 2's precision names
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+# Upper bounds: a typo (an extra zero or three) is refused here, not found as an out-of-memory
+# trial hours into a study.
+MAX_SIZE = {"batch_size": 65536, "max_epochs": 100000, "n_train": 10_000_000, "n_val": 10_000_000,
+            "image_size": 1024, "enc_out_dim": 65536, "latent_dim": 65536, "num_workers": 256,
+            "hidden_dims": 65536}
+BOOL_FIELDS = ("download", "data_rotate", "first_conv", "maxpool1", "channels_last")
 
 
 class ConfigError(ValueError):
@@ -89,8 +99,8 @@ class TrialConfig:
         v = get_variant(self.variant)
         if not is_finite_number(self.gamma) or self.gamma < 0:
             raise _bad("gamma", self.gamma, "a finite number >= 0")
-        if not is_int(self.latent_dim) or self.latent_dim < 1:
-            raise _bad("latent_dim", self.latent_dim, "an integer >= 1")
+        if not is_int(self.latent_dim) or not 1 <= self.latent_dim <= MAX_SIZE["latent_dim"]:
+            raise _bad("latent_dim", self.latent_dim, f"an integer in [1, {MAX_SIZE['latent_dim']}]")
         if not is_finite_number(self.min_decay) or not 0 < self.min_decay <= 1:
             raise _bad("min_decay", self.min_decay, "a number in (0, 1]")
         if v.uses_clip_dim:
@@ -113,12 +123,17 @@ class TrialConfig:
             raise _bad("lr", self.lr, "a finite number > 0")
         for name in ("batch_size", "max_epochs", "n_train", "n_val", "image_size", "enc_out_dim"):
             value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise _bad(name, value, "an integer >= 1")
-        for name in ("seed", "data_seed", "num_workers"):
+            if not is_int(value) or not 1 <= value <= MAX_SIZE[name]:
+                raise _bad(name, value, f"an integer in [1, {MAX_SIZE[name]}]")
+        for name in ("seed", "data_seed"):
             value = getattr(self, name)
             if not is_int(value) or value < 0:
                 raise _bad(name, value, "an integer >= 0")
+        if not is_int(self.num_workers) or not 0 <= self.num_workers <= MAX_SIZE["num_workers"]:
+            raise _bad("num_workers", self.num_workers, f"an integer in [0, {MAX_SIZE['num_workers']}]")
+        for name in BOOL_FIELDS:   # "no" is a non-empty string, which Python would count as True
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(name, getattr(self, name), "true or false")
         if self.dataset not in DATASETS:
             raise _bad("dataset", self.dataset, ", ".join(DATASETS))
         if self.channels not in (1, 3):
@@ -129,8 +144,21 @@ class TrialConfig:
             raise _bad("data_alpha", self.data_alpha, "a finite number > 0")
         if self.net not in NETS:
             raise _bad("net", self.net, ", ".join(NETS))
-        if not self.hidden_dims or not all(is_int(h) and h >= 1 for h in self.hidden_dims):
-            raise _bad("hidden_dims", self.hidden_dims, "a non-empty list of integers >= 1")
+        if self.net == "resnet18" and self.enc_out_dim != RESNET18_FEATURES:
+            raise ConfigError(f"enc_out_dim={self.enc_out_dim!r} is invalid for net 'resnet18'; allowed: "
+                              f"{RESNET18_FEATURES} (ResNet-18's pooled feature width; set --enc-out-dim 512)")
+        if not isinstance(self.hidden_dims, tuple) or not self.hidden_dims or not all(
+                is_int(h) and 1 <= h <= MAX_SIZE["hidden_dims"] for h in self.hidden_dims):
+            raise _bad("hidden_dims", self.hidden_dims,
+                       f"a non-empty list of integers in [1, {MAX_SIZE['hidden_dims']}]")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise _bad("data_dir", self.data_dir, "a directory path")
+        if not isinstance(self.accelerator, str) or self.accelerator not in ACCELERATORS:
+            raise _bad("accelerator", self.accelerator, ", ".join(ACCELERATORS))
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
+            raise _bad("precision", self.precision, ", ".join(PRECISIONS))
+        if not isinstance(self.extra, dict) or not all(isinstance(k, str) for k in self.extra):
+            raise _bad("extra", self.extra, "a mapping of tag names to values")
         if self.dataset == "image_folder" and not self.data_dir:
             raise ConfigError("data_dir=None is invalid for dataset 'image_folder'; allowed: a folder of images")
 

@@ -20,6 +20,7 @@ The datasets (``DATASET_LOADERS``, keyed by ``plvae.config.DATASETS``):
 from __future__ import annotations
 
 import functools
+import warnings
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,8 +318,13 @@ def _image_folder(cfg: TrialConfig) -> DataSplits:
     images = np.empty((len(paths), cfg.channels, size, size), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as img:
-                img = ImageOps.fit(img.convert(mode), (size, size), method=Image.Resampling.BICUBIC)
+            with warnings.catch_warnings():   # scoped: a huge image is refused, not half-decoded
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    img = ImageOps.fit(img.convert(mode), (size, size), method=Image.Resampling.BICUBIC)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ConfigError(f"image_folder: {str(path)!r} is invalid ({_one_line(e)}); allowed: images of at "
+                              f"most {Image.MAX_IMAGE_PIXELS} pixels (PIL's decompression-bomb limit)") from None
         except OSError as e:
             raise OSError(f"dataset 'image_folder': cannot read {str(path)!r} ({_one_line(e)})") from e
         arr = np.asarray(img, dtype=np.uint8)

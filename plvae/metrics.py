@@ -55,3 +55,33 @@ EPOCH_METRICS = (
     VAL_LOSS, VAL_RECON, VAL_DIVERGENCE, VAL_RECON_MU, VAL_RATE,
     ACTIVE_UNITS, ACTIVE_UNITS_WHITENED, LATENT_ALPHA, DIVERGED,
 )
+
+# Trial outcomes, defined once: the study runner's study.json and the analysis both classify a
+# trial into exactly one of these.
+COMPLETED = "completed"          # ran every planned epoch
+EARLY_STOPPED = "early_stopped"  # the scheduler (ASHA) stopped it early, without divergence or error
+DIVERGED_OUTCOME = DIVERGED      # reported diverged = 1, or a non-finite loss (an outcome, not a crash)
+ERRORED = "errored"              # raised (Tune status ERROR)
+RUNNING = "running"              # unfinished: still running, or interrupted before the trial ended
+OUTCOMES = (COMPLETED, EARLY_STOPPED, DIVERGED_OUTCOME, ERRORED, RUNNING)
+
+# Losses whose non-finite value means the trial diverged (even without the model's flag).
+DIVERGENCE_LOSSES = (TRAIN_LOSS, VAL_LOSS)
+
+
+def is_diverged(result: dict) -> bool:
+    """The one definition of divergence for a reported result (one epoch's metrics): the model's
+    ``diverged`` flag, or a non-finite training or validation loss actually reported."""
+    import math
+
+    flag = result.get(DIVERGED)
+    try:
+        if flag is not None and float(flag) >= 0.5:
+            return True
+    except (TypeError, ValueError):
+        pass
+    for name in DIVERGENCE_LOSSES:
+        v = result.get(name)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
+            return True
+    return False

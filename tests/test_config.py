@@ -47,6 +47,19 @@ def test_round_trip_through_a_dict():
     ({"hidden_dims": ()}, "hidden_dims", "()"),
     ({"dataset": "image_folder"}, "data_dir", "None"),
     ({"data_alpha": 0}, "data_alpha", "0"),
+    # bools and strings are type-checked: "no" is truthy, "garbage" is no precision
+    ({"download": "no"}, "download", "'no'"),
+    ({"channels_last": 1}, "channels_last", "1"),
+    ({"precision": "garbage"}, "precision", "'garbage'"),
+    ({"accelerator": "quantum"}, "accelerator", "'quantum'"),
+    ({"extra": [1, 2]}, "extra", "[1, 2]"),
+    ({"extra": "tag"}, "extra", "'tag'"),
+    # sizes have upper bounds
+    ({"n_train": 10**9}, "n_train", str(10**9)),
+    ({"image_size": 100000}, "image_size", "100000"),
+    ({"batch_size": 10**7}, "batch_size", str(10**7)),
+    ({"num_workers": 10**4}, "num_workers", str(10**4)),
+    ({"hidden_dims": (8, 10**6)}, "hidden_dims", "(8, 1000000)"),
 ])
 def test_bad_values_get_one_line_naming_field_value_and_allowed(kwargs, field, value):
     with pytest.raises(ConfigError) as err:
@@ -58,3 +71,10 @@ def test_bad_values_get_one_line_naming_field_value_and_allowed(kwargs, field, v
 def test_unknown_key_in_a_dict_is_refused():
     with pytest.raises(ConfigError, match=r"^gama=1 is not a trial field; allowed: "):
         TrialConfig.from_dict({"gama": 1})
+
+
+def test_resnet18_needs_its_own_feature_width():
+    """The rule lives in TrialConfig, so a study refuses it before Ray, not in every trial."""
+    with pytest.raises(ConfigError, match=r"^enc_out_dim=64 is invalid for net 'resnet18'; allowed: 512"):
+        TrialConfig(net="resnet18", enc_out_dim=64)
+    TrialConfig(net="resnet18", enc_out_dim=512)

@@ -426,3 +426,16 @@ def test_datamodule_in_a_lightning_trainer():
     trainer.fit(model, datamodule=VAEDataModule(cfg))
     assert trainer.global_step == 2 * 4  # 128 / 32 batches per epoch
     assert len(model.val_losses) == 2 * 2 and all(np.isfinite(model.val_losses))
+
+
+@pytest.mark.parametrize("limit", [1000, 3000])   # 4096 pixels: over twice the limit (error), over it (warning)
+def test_image_folder_decompression_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch, limit):
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("L", (64, 64), color=i * 40).save(tmp_path / f"img{i}.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)   # a 64x64 image stands in for a gigapixel bomb
+    with pytest.raises(ConfigError) as err:
+        load_data(TrialConfig(dataset="image_folder", data_dir=str(tmp_path), image_size=8))
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path / "img0.png") in msg and "allowed:" in msg
