@@ -14,9 +14,10 @@ import pytest
 from plvae import metrics as M
 from plvae.config import TrialConfig
 from plvae.priors import VARIANT_NAMES, VARIANTS
+from tune.cli import config_from_args, describe, load_preset, preset_names
 from tune.run_study import main
-from tune.study import (SWEEPS, STUDY_METRICS, OptunaSpace, StudyConfig, StudyError, config_from_args,
-                        describe, latest_unfinished, load_preset, parse_values, prepare, preset_names)
+from tune.study_config import STUDY_METRICS, StudyConfig, StudyError
+from tune.sweeps import SWEEPS, OptunaSpace, add_data_gamma, parse_values, uses
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -28,8 +29,8 @@ def expected_grid_size(cfg: StudyConfig) -> int:
     for name in cfg.variants:
         v = VARIANTS[name]
         n = 1
-        for tfield, (lst, uses) in SWEEPS.items():
-            if tfield != "variant" and (uses is None or getattr(v, uses)):
+        for tfield, lst in SWEEPS.items():
+            if tfield != "variant" and uses(v, tfield):
                 n *= len(getattr(cfg, lst))
         total += n
     return total
@@ -46,13 +47,13 @@ def test_presets_exist_and_validate():
             sizes = [expected_grid_size(cfg._grid(i)) for i in range(len(cfg.grids))]
             assert max(sizes) <= len(cfg.trial_dicts()) <= sum(sizes)
         assert cfg.study_name.startswith(name + "_")
+        assert cfg.count() == len(cfg.trial_dicts())   # the linear count is exact
 
 
 def test_evidence_real_is_the_documented_design():
     """The preset's comment promises 260 + 520 + 100 + 80 = 960 trials, ten seeds each setting."""
     cfg = load_preset("evidence_real").validate()
     extra = {"data_alpha": 1.7, "data_gamma": 0.85}
-    from tune.study import add_data_gamma
     add_data_gamma(cfg, {"k": 1.7})
     trials = cfg.trial_dicts(extra)
     assert len(trials) == 960
@@ -78,7 +79,6 @@ def test_kl_coeffs_is_a_sweep():
 
 
 def test_gammas_relative_to_alpha_resolve_with_the_measured_alpha():
-    from tune.study import add_data_gamma
     cfg, _ = config_from_args(["--variants", "vae,powerlaw", "--gammas", "0.25,alpha/2,1.5*alpha",
                                "--gamma-from-data"])
     extra = add_data_gamma(cfg, {"natural_patches": 1.7})
@@ -375,23 +375,6 @@ def test_existing_study_needs_resume_and_resume_needs_a_study(tmp_path, capsys):
     assert "no unfinished study" in capsys.readouterr().err
 
 
-def test_resume_reads_the_study_json(tmp_path):
-    cfg, _ = config_from_args(["--storage-path", str(tmp_path), "--study-name", "old", "--gammas", "0.3",
-                               "--variants", "powerlaw"])
-    (tmp_path / "old").mkdir()
-    record = {"status": "running", "started": "2026-01-01T00:00:00", "study_config": cfg.to_dict()}
-    (tmp_path / "old" / "study.json").write_text(json.dumps(record))
-    (tmp_path / "done").mkdir()
-    (tmp_path / "done" / "study.json").write_text(json.dumps({**record, "status": "finished",
-                                                               "started": "2026-02-01T00:00:00"}))
-    assert latest_unfinished(str(tmp_path)) == "old"
-    # Sweep options of the resuming call are ignored: the study's own grid continues.
-    again, _ = config_from_args(["--storage-path", str(tmp_path), "--study-name", "old", "--gammas", "0.9"])
-    resumed, prior = prepare(again, resume=True)
-    assert prior["status"] == "running"
-    assert resumed.gammas == [0.3] and resumed.variants == ["powerlaw"]
-
-
 # ---------------------------------------------------------------------------- the real command line
 def test_cli_subprocess_bad_input_exits_2_before_ray(tmp_path):
     """`python tune/run_study.py` itself: exit status 2, one stderr line, no traceback, Ray never imported."""
@@ -418,8 +401,15 @@ def test_cli_subprocess_dry_run_as_a_script_from_any_directory(tmp_path):
     assert str(tmp_path / "results" / "d") in p.stdout   # ./results, made absolute
 
 
-def test_grace_period_binds_only_asha():
+def test_grace_period_binds_only_asha_and_a_preset_grace_is_clamped(capsys, tmp_path):
     cfg, _ = config_from_args(["--epochs", "1", "--scheduler", "fifo"])   # the preset's grace is 2
     assert cfg.max_epochs == 1
-    with pytest.raises(StudyError, match=r"^grace_period=2 is invalid"):
-        config_from_args(["--epochs", "1", "--scheduler", "asha"])
+    # --epochs 1 with the default preset (ASHA, grace 2): clamped, and the study says so.
+    cfg, args = config_from_args(["--epochs", "1"])
+    assert cfg.grace_period == 1 and cfg.scheduler == "asha"
+    assert args.notes == ["note: grace_period 2 (from the preset) clamped to max_epochs=1"]
+    assert main(["--epochs", "1", "--dry-run", "--storage-path", str(tmp_path)]) == 0
+    assert "clamped" in capsys.readouterr().out
+    # A grace period the user set is theirs: too large is an error, not silently changed.
+    with pytest.raises(StudyError, match=r"^grace_period=3 is invalid"):
+        config_from_args(["--epochs", "2", "--grace-period", "3"])

@@ -25,9 +25,9 @@ import ray  # noqa: E402
 
 from plvae import metrics as M  # noqa: E402
 from plvae.config import TrialConfig  # noqa: E402
+from tune.cli import config_from_args  # noqa: E402
+from tune.reporting import ACCELERATOR, ASSIGNED_GPUS, DIVERGED_OBJECTIVE, NODE_ID, STUDY_OBJECTIVE  # noqa: E402
 from tune.run_study import main  # noqa: E402
-from tune.study import config_from_args  # noqa: E402
-from tune.trainable import ACCELERATOR, ASSIGNED_GPUS, DIVERGED_OBJECTIVE, NODE_ID, STUDY_OBJECTIVE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "8", "--set", "n_train=256", "--set", "n_val=64", "--hidden-dims", "8,16",

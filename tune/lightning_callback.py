@@ -1,26 +1,38 @@
-"""Ray Tune's Lightning report callback, extended for a study (imported inside trials only)."""
+"""The Lightning callback that reports each epoch to Tune with a checkpoint (imported inside
+trials only). Built on Ray's public API - ``ray.tune.report`` with a ``ray.tune.Checkpoint`` -
+rather than by overriding a private method of Ray's own Lightning callback."""
 from __future__ import annotations
 
-from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+import math
+import os
+import tempfile
 
-from tune.trainable import CHECKPOINT_FILE, REPORTED_METRICS, STUDY_OBJECTIVE, study_objective
+import pytorch_lightning as pl
+from ray import tune
+
+from tune.reporting import CHECKPOINT_FILE, REPORTED_METRICS, STUDY_OBJECTIVE, study_objective
 
 
-class StudyReportCallback(TuneReportCheckpointCallback):
-    """Ray's Lightning report callback plus the study objective and where the trial ran."""
+class StudyReportCallback(pl.Callback):
+    """At each train-epoch end (when Lightning holds both the epoch's train and validation
+    metrics): the reported metrics, the study objective and where the trial ran, with a checkpoint
+    of the trainer, so ASHA can stop a trial after any epoch and a restarted trial resumes there."""
 
     def __init__(self, metric: str, facts: dict):
-        super().__init__(metrics=list(REPORTED_METRICS), filename=CHECKPOINT_FILE,
-                         save_checkpoints=True, on="train_epoch_end")
-        self._metric = metric
-        self._facts = facts
+        self.metric = metric
+        self.facts = facts
 
-    def _get_report_dict(self, trainer, pl_module):
-        report = super()._get_report_dict(trainer, pl_module)
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        logged = trainer.callback_metrics
+        report = {name: float(logged[name].item()) for name in REPORTED_METRICS if name in logged}
         if not report:
-            return report
-        objective = study_objective(report, self._metric)
-        if objective is not None:
+            return
+        objective = study_objective(report, self.metric)
+        if objective is not None and not (isinstance(objective, float) and math.isnan(objective)):
             report[STUDY_OBJECTIVE] = objective
-        report.update(self._facts)
-        return report
+        report.update(self.facts)
+        with tempfile.TemporaryDirectory() as ckpt_dir:
+            trainer.save_checkpoint(os.path.join(ckpt_dir, CHECKPOINT_FILE))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(ckpt_dir))

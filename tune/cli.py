@@ -1,0 +1,270 @@
+"""The command line and presets: argv -> a validated StudyConfig, and the plan a dry run prints
+and a real run executes.
+
+Precedence of settings, lowest first: the dataclass defaults, the preset YAML (``quick`` unless
+``--preset``), the user's ``--config`` YAML, then single command-line options. Every option the
+user gave is remembered (``args.given``), so --resume can refuse the ones that would change a study.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+from plvae.config import TrialConfig, is_int
+from plvae.priors import VARIANT_NAMES
+from tune.study_config import STUDY_METRICS, StudyConfig, StudyError
+from tune.sweeps import INT_SWEEPS, SWEEP_LISTS, SWEEPS, add_data_gamma, bad, parse_values
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+DEFAULT_PRESET = "quick"
+
+
+# ---------------------------------------------------------------------------- presets and files
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: str, what: str) -> dict:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise bad(what, str(path), f"a readable YAML file ({e.strerror or e})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
+        first = (str(e).splitlines() or ["syntax error"])[0]
+        raise bad(what, str(path), f"valid YAML ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise bad(what, str(path), "a YAML mapping of study fields")
+    return data
+
+
+def apply_mapping(cfg: StudyConfig, data: dict, source: str, given: Optional[list] = None) -> None:
+    """Set StudyConfig fields from a YAML mapping; `trial` entries update the fixed trial fields.
+    ``given`` collects (source key, field) for each field set."""
+    known = [f.name for f in dataclasses.fields(StudyConfig) if f.name not in ("preset", "config_file")]
+    given = [] if given is None else given
+    for key, value in data.items():
+        if key == "epochs":  # a convenience spelling of trial.max_epochs
+            cfg.trial = {**cfg.trial, "max_epochs": value}
+            given.append((f"{source}: epochs", "trial.max_epochs"))
+        elif key == "trial":
+            if not isinstance(value, dict):
+                raise bad(f"{source}: trial", value, "a mapping of TrialConfig fields")
+            unknown = sorted((k for k in value if k not in TrialConfig.field_names()), key=str)
+            if unknown:
+                raise StudyError(f"{source}: trial.{unknown[0]}={value[unknown[0]]!r} is not a trial field; "
+                                 f"allowed: {', '.join(TrialConfig.field_names())}")
+            cfg.trial = {**cfg.trial, **value}
+            given += [(f"{source}: trial.{k}", f"trial.{k}") for k in value]
+        elif key in known:
+            if key in SWEEP_LISTS and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                tfield = next(t for t in SWEEPS if SWEEPS[t] == key)
+                kind = str if tfield == "variant" else (int if tfield in INT_SWEEPS else float)
+                value = parse_values(key, str(value), kind) if not (key == "variants" and value == "all") else "all"
+            setattr(cfg, key, value)
+            given.append((f"{source}: {key}", key))
+        else:
+            raise StudyError(f"{source}: {key}={value!r} is not a study field; allowed: "
+                             f"{', '.join(sorted(known + ['epochs']))}")
+
+
+def load_preset(name: str) -> StudyConfig:
+    names = preset_names()
+    if name not in names:
+        raise bad("preset", name, ", ".join(names))
+    cfg = StudyConfig(preset=name)
+    apply_mapping(cfg, read_yaml(str(PRESETS_DIR / f"{name}.yaml"), "preset"), f"preset {name}")
+    return cfg
+
+
+# ---------------------------------------------------------------------------- the command line
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr and exit status 2."""
+
+    def error(self, message):
+        raise StudyError(message)
+
+
+# option -> (StudyConfig field or "trial.<field>", value kind). Sweep lists are parsed by parse_values.
+OPTIONS = {
+    "--variants": ("variants", str), "--gammas": ("gammas", float), "--latent-dims": ("latent_dims", int),
+    "--min-decays": ("min_decays", float), "--clip-dims": ("clip_dims", int),
+    "--decay-rates": ("decay_rates", float), "--lrs": ("lrs", float), "--seeds": ("seeds", int),
+    "--epochs": ("trial.max_epochs", int), "--dataset": ("trial.dataset", str), "--net": ("trial.net", str),
+    "--batch-size": ("trial.batch_size", int), "--image-size": ("trial.image_size", int),
+    "--channels": ("trial.channels", int), "--n-train": ("trial.n_train", int), "--n-val": ("trial.n_val", int),
+    "--kl-coeffs": ("kl_coeffs", float), "--kl-estimator": ("trial.kl_estimator", str),
+    "--kl-reduction": ("trial.kl_reduction", str), "--enc-out-dim": ("trial.enc_out_dim", int),
+    "--hidden-dims": ("trial.hidden_dims", "intlist"), "--data-dir": ("trial.data_dir", str),
+    "--data-alpha": ("trial.data_alpha", float), "--data-seed": ("trial.data_seed", int),
+    "--metric": ("metric", str), "--search": ("search", str), "--num-samples": ("num_samples", int),
+    "--search-seed": ("search_seed", int), "--scheduler": ("scheduler", str),
+    "--grace-period": ("grace_period", int), "--reduction-factor": ("reduction_factor", float),
+    "--cpus-per-trial": ("cpus_per_trial", float), "--gpus-per-trial": ("gpus_per_trial", float),
+    "--max-concurrent": ("max_concurrent", int), "--max-trials": ("max_trials", int),
+    "--num-cpus": ("num_cpus", int), "--num-gpus": ("num_gpus", float), "--address": ("address", str),
+    "--storage-path": ("storage_path", str), "--study-name": ("study_name", str),
+    "--max-failures": ("max_failures", int), "--keep-checkpoints": ("keep_checkpoints", int),
+    "--verbose": ("verbose", int),
+}
+FLAGS = {"--gamma-from-data": ("gamma_from_data", True), "--shared-storage": ("shared_storage", True),
+         "--no-dashboard": ("dashboard", False), "--no-reuse-actors": ("reuse_actors", False)}
+
+_HELP = {
+    "--variants": f"comma-separated, or 'all' ({', '.join(VARIANT_NAMES)})",
+    "--gammas": "list '0,0.5,1' or range start:stop:step, stop excluded ('0:2:0.1' = 0.0..1.9)",
+    "--epochs": "epochs per trial (TrialConfig.max_epochs; ASHA's max_t)",
+    "--kl-coeffs": "beta values (list or range): sweep them to trace the baseline's rate-distortion frontier",
+    "--metric": f"what ASHA and Optuna minimise: {', '.join(STUDY_METRICS)}",
+    "--search": "grid (deduplicated Cartesian product) or optuna",
+    "--num-samples": "optuna: number of trials (default 16)",
+    "--max-trials": "refuse a study of more trials than this (default 5000)",
+    "--scheduler": "asha (early stopping, default) or fifo (every trial to the end)",
+    "--cpus-per-trial": "an integer >= 1; also torch's thread count in the trial",
+    "--gpus-per-trial": "a fraction in (0, 1] (Ray packs trials on one GPU) or an integer; 'none' or "
+                        "omitted: CPU-only trials",
+    "--address": "join a running cluster: auto or HOST:PORT (default: start a local Ray)",
+    "--storage-path": "results root (default ./results); on a multi-node cluster a URI or shared path",
+    "--study-name": "results go to <storage-path>/<study-name> (default <preset>_<date>-<time>-<hex>)",
+    "--num-cpus": "local Ray only: CPUs it may use", "--num-gpus": "local Ray only: GPUs it declares",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="run_study.py", description="Run a Ray Tune study of power-law-prior VAEs.")
+    p.add_argument("--preset", default=None, help=f"a preset in tune/presets ({', '.join(preset_names())}; "
+                                                  f"default {DEFAULT_PRESET})")
+    p.add_argument("--config", default=None, help="a YAML file of study fields, applied over the preset")
+    for opt, (dest, _) in OPTIONS.items():
+        p.add_argument(opt, dest=dest.replace(".", "__"), default=None, help=_HELP.get(opt),
+                       metavar=opt.lstrip("-").upper().replace("-", "_"))
+    for opt, (dest, _) in FLAGS.items():
+        p.add_argument(opt, dest=dest, action="store_true", default=None)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any TrialConfig field, e.g. --set kl_estimator=analytic (value parsed as YAML)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study (--study-name, or the "
+                                                         "latest one under --storage-path whose driver is gone)")
+    p.add_argument("--dry-run", action="store_true", help="print the trials (for --resume: which are finished, "
+                                                          "in progress, damaged or missing) and exit without Ray")
+    return p
+
+
+def _parse_scalar(name: str, text: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise bad(name, text, {int: "an integer", float: "a number"}.get(kind, kind.__name__)) from None
+    if kind is float and value.is_integer() and "." not in text and "e" not in text.lower():
+        value = int(value)
+    return value
+
+
+def config_from_args(argv: Optional[Sequence[str]] = None) -> tuple[StudyConfig, argparse.Namespace]:
+    """Parse the command line into a validated StudyConfig (raises StudyError). The namespace
+    gains ``given`` ((flag, field) pairs set explicitly), ``explicit_name`` and ``notes``."""
+    args = build_parser().parse_args(argv)
+    given: list = []
+    cfg = load_preset(args.preset or DEFAULT_PRESET)
+    if args.preset:
+        given.append(("--preset", "preset"))
+    if args.config:
+        apply_mapping(cfg, read_yaml(args.config, "config"), f"--config {args.config}", given)
+        cfg.config_file = os.path.abspath(args.config)
+    for opt, (dest, kind) in OPTIONS.items():
+        text = getattr(args, dest.replace(".", "__"))
+        if text is None:
+            continue
+        name = dest.split(".")[-1]
+        given.append((opt, dest))
+        if dest.startswith("trial."):
+            value = parse_values(name, text, int) if kind == "intlist" else (
+                text if kind is str else _parse_scalar(name, text, kind))
+            cfg.trial = {**cfg.trial, name: value}
+        elif name in SWEEP_LISTS:
+            setattr(cfg, name, "all" if (name == "variants" and text == "all") else parse_values(name, text, kind))
+        elif name == "gpus_per_trial" and text.lower() == "none":
+            cfg.gpus_per_trial = None  # CPU-only trials, over a preset that asks for GPUs
+        else:
+            setattr(cfg, name, text if kind is str else _parse_scalar(name, text, kind))
+    for opt, (dest, value) in FLAGS.items():
+        if getattr(args, dest) is not None:
+            setattr(cfg, dest, value)
+            given.append((opt, dest))
+    for item in args.sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise bad("set", item, "FIELD=VALUE with FIELD a TrialConfig field")
+        if key not in TrialConfig.field_names():
+            raise StudyError(f"set: {key}={text!r} is not a trial field; allowed: {', '.join(TrialConfig.field_names())}")
+        if key in SWEEPS:
+            raise StudyError(f"set: {key}={text!r} is swept; allowed: --{SWEEPS[key].replace('_', '-')}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise bad("set", item, f"FIELD=VALUE with VALUE valid YAML ({(str(e).splitlines() or [''])[0]})") from None
+        cfg.trial = {**cfg.trial, key: value}
+        given.append((f"--set {key}", f"trial.{key}"))
+    args.given, args.notes = given, []
+    args.explicit_name = cfg.study_name is not None
+    # A grace period the user never set (the preset's) is clamped to the epochs they asked for.
+    if cfg.scheduler == "asha" and "grace_period" not in {f for _, f in given} and is_int(cfg.grace_period) \
+            and is_int(cfg.max_epochs) and 1 <= cfg.max_epochs < cfg.grace_period:
+        args.notes.append(f"note: grace_period {cfg.grace_period} (from the preset) clamped to max_epochs="
+                          f"{cfg.max_epochs}")
+        cfg.grace_period = cfg.max_epochs
+    cfg.validate()
+    return cfg, args
+
+
+# ---------------------------------------------------------------------------- the plan
+@dataclass
+class Plan:
+    """What a study runs, the same for a dry run and a real run: the trials (grid search) and the
+    tags every trial carries (the measured alpha and the data-matched gamma)."""
+
+    trials: list
+    extra: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+
+def plan(cfg: StudyConfig, alphas: Optional[dict] = None) -> Plan:
+    """The trials of a validated study. ``alphas`` ({data key: alpha}) is the measured data exponent
+    for --gamma-from-data (measured on this call's data, or the resumed study's record)."""
+    extra, notes = {}, []
+    if cfg.gamma_from_data and alphas:
+        extra = add_data_gamma(cfg, alphas)
+        notes.append(f"data alpha = {extra['data_alpha']:.3f}: gamma = {extra['data_gamma']} added to the grid")
+    if cfg.objective_note():
+        notes.append(cfg.objective_note())
+    return Plan(cfg.trial_dicts(extra) if cfg.search == "grid" else [], extra, notes)
+
+
+def describe(cfg: StudyConfig, trials: list[dict], first: int = 5) -> str:
+    """The dry-run text: how many trials, resources each, the fixed fields and the first configs."""
+    n = len(trials) if cfg.search == "grid" else cfg.num_samples
+    res = cfg.resources()
+    lines = [
+        f"study {cfg.study_name}: {n} trials ({cfg.search} search, {cfg.scheduler} scheduler, "
+        f"metric {cfg.metric}, {cfg.max_epochs} epochs each)",
+        f"resources per trial: {res['cpu']} CPU, {res['gpu']} GPU; max concurrent: "
+        f"{cfg.max_concurrent or 'as resources allow'}",
+        f"where: {'local Ray' if cfg.address is None else 'cluster ' + cfg.address}; results: {cfg.experiment_path}",
+        "fixed: " + ", ".join(f"{k}={v}" for k, v in sorted(cfg.trial.items())),
+    ]
+    if cfg.search == "grid":
+        lines.append(f"first {min(first, len(trials))} of {len(trials)} trials:")
+        for d in trials[:first]:
+            lines.append("  " + ", ".join(f"{k}={d[k]}" for k in SWEEPS))
+    else:
+        lines.append(f"optuna space: variant in {cfg.variants}; gamma in [{min(cfg.gammas)}, {max(cfg.gammas)}]; "
+                     f"min_decay log-uniform in [{min(cfg.min_decays)}, {max(cfg.min_decays)}]; "
+                     f"latent_dim in {cfg.latent_dims}; lr in {cfg.lrs}; seed in {cfg.seeds}")
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""The end of a study: each trial's outcome (names from ``plvae.metrics``), the best trial per
+variant and the closing text. Pure Python: the driver gives it the trials Tune saved."""
+from __future__ import annotations
+
+import math
+
+from plvae import metrics as M
+from plvae.priors import VARIANTS
+from tune.study_config import StudyConfig
+from tune.sweeps import SWEEPS, uses
+
+ANALYSIS_COMMAND = "python -m analysis {path}"
+
+
+def trial_outcome(status: str, last: dict, max_epochs: int) -> str:
+    """One of plvae.metrics.OUTCOMES, from Tune's status and the trial's last result."""
+    if status == "ERROR":
+        return M.ERRORED
+    if M.is_diverged(last):
+        return M.DIVERGED_OUTCOME
+    if status != "TERMINATED":
+        return M.RUNNING
+    return M.COMPLETED if last.get("training_iteration", 0) >= max_epochs else M.EARLY_STOPPED
+
+
+def best_per_variant(final: dict, metric: str) -> dict:
+    """For each variant, the trial with the lowest last-reported metric among those that did not
+    diverge or error (early-stopped trials compete with the value they stopped at)."""
+    best = {}
+    for trial_id, t in final.items():
+        last, conf = t["last_result"], t["config"]
+        value = last.get(metric)
+        if t["status"] == "ERROR" or M.is_diverged(last) or value is None or not math.isfinite(value):
+            continue
+        variant = conf.get("variant")
+        if variant not in best or value < best[variant][metric]:
+            best[variant] = {"trial_id": trial_id, metric: value, "epochs": last.get("training_iteration"),
+                             **{k: conf.get(k) for k in SWEEPS if k != "variant"}}
+    return best
+
+
+def summary_text(cfg: StudyConfig, record: dict, wall_s: float) -> str:
+    counts = record["summary"]
+    lines = ["", f"=== study {cfg.study_name}: {record['status']} in {wall_s:.0f} s ===",
+             "trials: " + ", ".join(f"{counts[k]} {k.replace('_', '-')}" for k in M.OUTCOMES
+                                    if counts.get(k) or k != M.RUNNING)]
+    if record.get("data_alpha"):
+        lines.append("data alpha: " + "; ".join(f"{a:.3f} ({k})" for k, a in record["data_alpha"].items()))
+    if record["best_per_variant"]:
+        lines.append(f"best per variant on {cfg.metric} (last reported value):")
+        for variant, b in sorted(record["best_per_variant"].items(), key=lambda kv: kv[1][cfg.metric]):
+            used = [k for k in SWEEPS if k != "variant" and b.get(k) is not None and uses(VARIANTS[variant], k)]
+            params = ", ".join(f"{k}={b[k]:g}" if isinstance(b[k], float) else f"{k}={b[k]}" for k in used)
+            lines.append(f"  {variant:<20} {b[cfg.metric]:.5f}  ({params}; {b['epochs']} epochs; {b['trial_id']})")
+    lines += [f"results: {cfg.experiment_path}",
+              f"open them: {ANALYSIS_COMMAND.format(path=cfg.experiment_path)}",
+              f"TensorBoard: tensorboard --logdir {cfg.experiment_path}"]
+    if record["status"] == "interrupted":
+        lines.append(f"resume: python tune/run_study.py --resume --study-name {cfg.study_name} "
+                     f"--storage-path {cfg.storage_path}")
+    return "\n".join(lines)
