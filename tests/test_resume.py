@@ -1,0 +1,193 @@
+"""The study record without Ray: claim, heartbeat, --resume's refusals and its dry run, and the
+bad input that must be one line before Ray starts (address, grid size, YAML, data)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tune.cli import config_from_args
+from tune.run_study import main, new_record
+from tune.study_config import StudyError
+from tune.study_record import (STALE_S, TUNER_STATE, claim, driver_alive, prepare_resume, read_record,
+                               resume_candidate)
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = ["--variants", "vae,powerlaw", "--gammas", "0.5", "--seeds", "0,1", "--epochs", "2"]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def make_study(tmp_path, name="s", status="running", alive=False, tuner_state=True, argv=BASE) -> tuple:
+    """A study folder as an interrupted driver leaves it: study.json (driver gone), Tune's tuner.pkl."""
+    cfg, _ = config_from_args(argv + ["--storage-path", str(tmp_path), "--study-name", name])
+    rec = new_record(cfg)
+    rec["status"] = status
+    if not alive:
+        rec["heartbeat"] = "2020-01-01T00:00:00+00:00"
+    claim(cfg, rec)
+    if tuner_state:
+        (tmp_path / name / TUNER_STATE).write_bytes(b"state")
+    return cfg, rec
+
+
+# ---------------------------------------------------------------------------- resume
+def test_resume_refuses_each_changed_flag_in_one_line(tmp_path, capsys):
+    make_study(tmp_path)
+    rc = main(["--resume", "--dry-run", "--storage-path", str(tmp_path), "--study-name", "s",
+               "--epochs", "3", "--gammas", "0.9", "--lrs", "0.01", "--max-failures", "5", "--preset", "paper"])
+    line = one_line_error(capsys)
+    assert rc == 2
+    for flag in ("--epochs (2 -> 3)", "--gammas ([0.5] -> [0.9])", "--lrs", "--max-failures", "--preset"):
+        assert flag in line, line
+
+
+def test_resume_applies_the_options_that_are_safe_and_says_so(tmp_path, capsys):
+    make_study(tmp_path)
+    again, args = config_from_args(BASE + ["--storage-path", str(tmp_path), "--study-name", "s",
+                                           "--cpus-per-trial", "2", "--no-dashboard"])
+    cfg, prior, notes = prepare_resume(again, args.given)
+    assert cfg.cpus_per_trial == 2 and cfg.dashboard is False and cfg.gammas == [0.5]
+    assert prior["status"] == "running"
+    assert len(notes) == 1 and "--cpus-per-trial 1 -> 2" in notes[0]
+
+
+def test_resume_without_tune_state_is_refused(tmp_path, capsys):
+    make_study(tmp_path, tuner_state=False)
+    assert main(["--resume", "--storage-path", str(tmp_path), "--study-name", "s"]) == 2
+    line = one_line_error(capsys)
+    assert TUNER_STATE in line and "new --study-name" in line
+    assert not list((tmp_path / "s").glob("*_*"))   # nothing rerun beside the old trials
+
+
+@pytest.mark.parametrize("text,needle", [("[1, 2]", "not a study record"), ('{"status": "running"}', "study_name"),
+                                         ("{not json", "not JSON")])
+def test_a_study_json_that_is_no_study_is_one_line(tmp_path, capsys, text, needle):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text(text)
+    assert main(["--resume", "--dry-run", "--storage-path", str(tmp_path), "--study-name", "s"]) == 2
+    assert needle in one_line_error(capsys)
+
+
+def test_a_live_driver_is_no_resume_candidate(tmp_path, capsys):
+    make_study(tmp_path, name="old")                      # driver gone
+    time.sleep(1.1)
+    make_study(tmp_path, name="live", alive=True)         # this process's pid, fresh heartbeat
+    assert driver_alive(read_record(str(tmp_path / "live")))
+    assert resume_candidate(str(tmp_path)) == "old"       # the newer study is still running elsewhere
+    assert main(["--resume", "--dry-run", "--storage-path", str(tmp_path), "--study-name", "live"]) == 2
+    assert "driver is alive" in one_line_error(capsys)
+    rec = read_record(str(tmp_path / "live"))
+    rec["driver"]["pid"] = 2 ** 22 + 12345                  # no such process on this host: gone
+    assert not driver_alive(rec)
+    rec["driver"]["host"] = "elsewhere"                    # another host: only the heartbeat tells
+    assert driver_alive(rec)
+    import datetime as dt
+    assert not driver_alive(rec, dt.datetime.now().astimezone() + dt.timedelta(seconds=STALE_S + 1))
+
+
+def test_resume_dry_run_says_which_trials_are_finished_in_progress_damaged_or_missing(tmp_path, capsys):
+    cfg, rec = make_study(tmp_path)
+    trials = cfg.trial_dicts()
+    exp = tmp_path / "s"
+    for i, (t, lines) in enumerate(zip(trials[:3], (2, 1, None))):
+        d = exp / f"{t['variant']}_{i}"
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps(t))
+        rows = [json.dumps({"training_iteration": k}) for k in range(1, (lines or 1) + 1)]
+        (d / "result.json").write_text("\n".join(rows + ([] if lines else ["{torn"])) + "\n")
+        (d / "checkpoint_000000").mkdir()
+    assert main(["--resume", "--dry-run", "--storage-path", str(tmp_path), "--study-name", "s"]) == 0
+    out = capsys.readouterr().out
+    assert f"resume s: 1 finished (kept), 1 in progress (continued from their last checkpoint), 1 damaged, " \
+           f"{len(trials) - 3} not started" in out
+    assert "epoch 1, 1 checkpoint(s)" in out and "1 unreadable result line(s)" in out
+
+
+# ---------------------------------------------------------------------------- names and storage
+def test_the_study_folder_is_claimed_once(tmp_path, capsys):
+    cfg, rec = make_study(tmp_path, name="taken")
+    with pytest.raises(StudyError, match="study_name='taken' is invalid: .* exists"):
+        claim(cfg, rec)
+    assert read_record(str(tmp_path / "taken"))["status"] == "running"   # the first claim's record stands
+
+
+def test_default_names_do_not_collide_within_a_second():
+    names = {config_from_args(["--storage-path", "/tmp"])[0].study_name for _ in range(20)}
+    assert len(names) == 20
+
+
+def test_unwritable_storage_is_one_line_before_ray(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")   # a path under a file cannot be created, even by root
+    code = ("import sys; from tune.run_study import main; "
+            f"rc = main({BASE!r} + ['--storage-path', {str(tmp_path / 'a_file' / 'results')!r}]); "
+            "print(rc, 'ray' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.stdout.split() == ["2", "False"], p.stdout + p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: storage_path=") and "allowed:" in err[0], err
+
+
+def test_address_where_nothing_listens_fails_fast_without_ray(tmp_path):
+    code = ("import sys, time; from tune.run_study import main; t = time.time(); "
+            f"rc = main(['--address', '127.0.0.1:1', '--storage-path', {str(tmp_path)!r}, '--study-name', 'a']); "
+            "print(rc, round(time.time() - t, 1), 'ray' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    rc, secs, ray_imported = p.stdout.split()
+    assert rc == "2" and float(secs) <= 30 and ray_imported == "False", p.stdout + p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: address='127.0.0.1:1' is invalid: nothing answers")
+    assert not (tmp_path / "a").exists()
+
+
+# ---------------------------------------------------------------------------- grid size and bad input
+def test_a_huge_grid_is_counted_in_linear_time_and_refused_over_the_cap(capsys, tmp_path):
+    t = time.time()
+    rc = main(["--variants", "powerlaw", "--gammas", "0:100000:1", "--seeds", "0:10:1", "--dry-run",
+               "--storage-path", str(tmp_path)])
+    assert rc == 2 and time.time() - t < 20
+    line = one_line_error(capsys)
+    assert "trials=1000000 is invalid" in line and "--max-trials 1000000" in line
+    cfg, _ = config_from_args(["--variants", "powerlaw", "--gammas", "0:6000:1", "--seeds", "0", "--max-trials", "6000"])
+    assert cfg.count() == len(cfg.trial_dicts()) == 6000
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--set", "kl_estimator=[analytic"], "set='kl_estimator=[analytic'"),
+    (["--set", "extra=3"], "extra=3"),
+    (["--set", "download=no"], "download='no'"),
+    (["--set", "precision=garbage"], "precision='garbage'"),
+    (["--net", "resnet18"], "enc_out_dim=64 is invalid for net 'resnet18'"),
+    (["--set", "n_train=1000000000"], "n_train=1000000000"),
+    (["--max-trials", "0"], "max_trials=0"),
+])
+def test_more_bad_input_is_one_line(argv, needle, capsys, tmp_path):
+    assert main(argv + ["--storage-path", str(tmp_path), "--dry-run"]) == 2
+    assert needle in one_line_error(capsys)
+
+
+def test_missing_data_with_gamma_from_data_is_one_line(capsys, tmp_path):
+    argv = ["--gamma-from-data", "--dataset", "image_folder", "--data-dir", str(tmp_path / "none"),
+            "--storage-path", str(tmp_path)]
+    assert main(argv + ["--dry-run"]) == 2
+    assert "image_folder" in one_line_error(capsys)
+    assert main(argv) == 2                              # the real run: refused before Ray and the claim
+    assert "data_dir=" in one_line_error(capsys)
+    assert not [p for p in tmp_path.iterdir() if p.name != "none"]
+
+
+def test_plvae_never_imports_ray():
+    code = ("import importlib, pkgutil, sys, plvae\n"
+            "for m in pkgutil.iter_modules(plvae.__path__): importlib.import_module('plvae.' + m.name)\n"
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
