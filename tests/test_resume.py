@@ -163,7 +163,7 @@ def test_a_huge_grid_is_counted_in_linear_time_and_refused_over_the_cap(capsys, 
 @pytest.mark.parametrize("argv,needle", [
     (["--set", "kl_estimator=[analytic"], "set='kl_estimator=[analytic'"),
     (["--set", "extra=3"], "extra=3"),
-    (["--set", "download=no"], "download='no'"),
+    (["--set", "download='no'"], "download='no'"),   # quoted YAML: a string, which Python counts as True
     (["--set", "precision=garbage"], "precision='garbage'"),
     (["--net", "resnet18"], "enc_out_dim=64 is invalid for net 'resnet18'"),
     (["--set", "n_train=1000000000"], "n_train=1000000000"),
