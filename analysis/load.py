@@ -55,13 +55,14 @@ NODE_IP = "node_ip"
 HOSTNAME = "hostname"
 CONFIG = "config"
 
-# Status names (the trials table's ``status`` column).
-COMPLETED = "completed"
-EARLY_STOPPED = "early_stopped"
-DIVERGED_STATUS = "diverged"
-ERRORED = "errored"
-RUNNING = "running"
-STATUSES = (COMPLETED, EARLY_STOPPED, DIVERGED_STATUS, ERRORED, RUNNING)
+# Status names (the trials table's ``status`` column): the outcomes defined once in plvae.metrics,
+# which the study runner's study.json uses too.
+COMPLETED = M.COMPLETED
+EARLY_STOPPED = M.EARLY_STOPPED
+DIVERGED_STATUS = M.DIVERGED_OUTCOME
+ERRORED = M.ERRORED
+RUNNING = M.RUNNING
+STATUSES = M.OUTCOMES
 
 # Tune's own trial states, as study.json's trial_status records them.
 TUNE_ERROR = "ERROR"
@@ -73,8 +74,6 @@ KEY_PARAMS = ("variant", "gamma", "latent_dim", "min_decay", "clip_dim", "decay_
               "seed", "dataset", "net", "kl_coeff", "batch_size", "data_seed")
 # Validation losses whose best (minimum) over epochs is kept per trial.
 LOSS_METRICS = (M.VAL_LOSS, M.VAL_RECON, M.VAL_RECON_MU, M.TRAIN_LOSS)
-# Losses whose non-finite value means the trial diverged.
-DIVERGENCE_LOSSES = (M.TRAIN_LOSS, M.VAL_LOSS)
 
 
 class StudyLoadWarning(UserWarning):
@@ -188,6 +187,9 @@ def load_study(path, warn: bool = True) -> Study:
                          + ("; ".join(skipped) or "no trial folders yet"))
     pairs = _dedupe(pairs, skipped)
     records = [r for r, _ in pairs]
+    lost = sorted(set(trial_status) - {r[TRIAL_ID] for r in records})
+    if lost:   # study.json lists every trial the study ran: a folder lost since is named
+        skipped.append(f"{len(lost)} trial(s) listed in {STUDY_FILE} have no readable folder: {', '.join(lost)}")
     history_rows = [row for _, rows in pairs for row in rows]
     unfinished = sum(r["status"] == RUNNING for r in records)
     if meta.get("status") == "running":
@@ -350,13 +352,12 @@ def _read_trial(d: Path, trial_status: dict, meta: dict, skipped: list):
             skipped.append(f"{d.name}: no {PROGRESS_FILE}")
     elif bad or not rows:
         # result.json torn or missing: take the epochs it lacks from progress.csv.
-        have = {int(r[ITERATION]) for r in rows if ITERATION in r}
+        have = {_epoch(r.get(ITERATION)) for r in rows}
         extra = [r for r in _read_progress(pf) if int(r[ITERATION]) not in have]
         if extra:
             skipped.append(f"{d.name}: {len(extra)} epoch(s) recovered from {PROGRESS_FILE}")
             rows.extend(extra)
-    rows = [r for r in rows if ITERATION in r]
-    rows.sort(key=lambda r: int(r[ITERATION]))
+    rows = _epochs(rows, d, skipped)
 
     params = None
     pj = d / PARAMS_FILE
@@ -394,6 +395,36 @@ def _read_trial(d: Path, trial_status: dict, meta: dict, skipped: list):
     return record, history
 
 
+def _epoch(v) -> Optional[int]:
+    """A training_iteration as an int >= 1, or None when it is not one."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if math.isfinite(f) and f >= 1 and f == int(f) else None
+
+
+def _epochs(rows: list[dict], d: Path, skipped: list) -> list[dict]:
+    """One row per epoch, sorted: a row whose training_iteration is missing or not a positive
+    integer is skipped (with a warning naming the file), and an epoch reported twice - a trial
+    restored from a checkpoint older than its last result repeats the epochs after it - keeps its
+    latest row (file order: the one the restored trial wrote)."""
+    by_epoch, bad = {}, 0
+    for r in rows:
+        e = _epoch(r.get(ITERATION))
+        if e is None:
+            bad += ITERATION in r
+            continue
+        r[ITERATION] = e
+        by_epoch[e] = r
+    if bad:
+        skipped.append(f"{d / RESULT_FILE}: {bad} line(s) with an invalid {ITERATION} skipped")
+    repeated = len([r for r in rows if _epoch(r.get(ITERATION)) is not None]) - len(by_epoch)
+    if repeated:
+        skipped.append(f"{d.name}: {repeated} repeated epoch(s) (a restore), kept the latest of each")
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 # ------------------------------------------------------------------------------ summarising
 
 def _num(v) -> float:
@@ -401,10 +432,6 @@ def _num(v) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _non_finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v)
 
 
 def _summarise(tid: str, params: dict, rows: list[dict], meta: dict, error=None, tune_status=None,
@@ -419,8 +446,8 @@ def _summarise(tid: str, params: dict, rows: list[dict], meta: dict, error=None,
         return np.array([_num(r.get(name)) for r in rows], dtype=float)
 
     diverged_at = None
-    for r in rows:  # the model's flag, or a non-finite loss actually reported (None is "not reported")
-        if _num(r.get(M.DIVERGED)) >= 0.5 or any(_non_finite(r.get(n)) for n in DIVERGENCE_LOSSES):
+    for r in rows:  # plvae's one definition: the model's flag, or a non-finite loss actually reported
+        if M.is_diverged(r):
             diverged_at = int(_num(r.get(ITERATION)))
             break
     last = rows[-1] if rows else {}
