@@ -165,6 +165,8 @@ def run(cfg: StudyConfig, record: dict, prior: Optional[dict] = None, out=sys.st
     StudyError for input only a running Ray can reject (storage on a cluster, missing GPUs, data)."""
     started_wall = _dt.datetime.now()
     heartbeat = Heartbeat(cfg, record).start()
+    if prior is not None:   # from now on a second --resume sees a live driver
+        heartbeat.update(status="running")
     owns_ray = not ray.is_initialized()  # a Ray already started in this process is used as it is
     fitted = False
     try:
