@@ -4,14 +4,14 @@ Notebook use::
 
     from analysis import load_study, compare, write_report
     study = load_study("results/quick_2025...")   # study.trials, study.history (no Ray needed)
-    c = compare(study, baseline="vae")            # c.headline, c.groups, c.tests, c.per_trial
-    write_report(study, c)                        # <study>/report/report.md + PNG figures
+    c = compare(study, baseline="vae")            # on val_loss: c.headline, c.primary, c.tests, c.frontier
+    write_report(study, c)                        # <study>/report/report.md, CSV tables, PNG figures
 
 Command line: ``python -m analysis PATH [--out DIR] [--metric NAME] [--baseline vae]``.
 """
 from analysis.compare import Comparison, compare, stable_lr_table, trial_quantities
 from analysis.figures import (plot_data_spectrum, plot_divergence, plot_gamma_min_decay, plot_gamma_vs_final,
-                              plot_latent_spectrum, plot_learning_curves, save_figures)
+                              plot_latent_spectrum, plot_learning_curves, plot_rate_distortion, save_figures)
 from analysis.load import STATUSES, Study, StudyLoadWarning, load_study, trial_config
 from analysis.report import answer, headline_table, write_report
 from analysis.stats import bootstrap_ci, holm, mann_whitney
@@ -19,6 +19,6 @@ from analysis.stats import bootstrap_ci, holm, mann_whitney
 __all__ = [
     "Comparison", "STATUSES", "Study", "StudyLoadWarning", "answer", "bootstrap_ci", "compare", "headline_table",
     "holm", "load_study", "mann_whitney", "plot_data_spectrum", "plot_divergence", "plot_gamma_min_decay",
-    "plot_gamma_vs_final", "plot_latent_spectrum", "plot_learning_curves", "save_figures", "stable_lr_table",
+    "plot_gamma_vs_final", "plot_latent_spectrum", "plot_learning_curves", "plot_rate_distortion", "save_figures", "stable_lr_table",
     "trial_config", "trial_quantities", "write_report",
 ]

@@ -1,8 +1,12 @@
 """The statistics the comparisons use: bootstrap confidence intervals, two-sample tests, Holm.
 
 Why these and not others:
+- A seed fixes initial weights, data order and noise for every variant, so a variant and the
+  baseline are compared seed by seed: the Wilcoxon signed-rank test on the paired differences,
+  with a bootstrap CI of their median, and for a yes/no outcome (diverged) the exact McNemar test
+  on the discordant pairs. The unpaired tests below serve only where pairing is impossible.
 - Seeds are few (3-10) and loss distributions are skewed, so estimates are medians with a
-  bootstrap CI and the test is Mann-Whitney U (rank based, no normality assumed).
+  bootstrap CI and the unpaired test is Mann-Whitney U (rank based, no normality assumed).
 - Rates (divergence, ASHA-stopped share) are counts: a Wilson interval and Fisher's exact test
   are the exact tools for a 2x2 table; a rank test on 0/1 data says the same thing less well.
 - Spread across seeds is compared with the Brown-Forsythe test (Levene, centred on the median).
@@ -143,6 +147,48 @@ def spread_test(x, y) -> TestResult:
     return TestResult("brown-forsythe", float(res.statistic), p)
 
 
+def paired_differences(x, y) -> np.ndarray:
+    """x - y per pair, pairs with a nan dropped. inf - inf (both censored, e.g. both diverged) is
+    no difference (0); inf - finite stays +inf, the largest difference there is."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    with np.errstate(invalid="ignore"):
+        d = x - y
+    d[np.isinf(x) & np.isinf(y) & (np.sign(x) == np.sign(y))] = 0.0
+    return d
+
+
+def wilcoxon_paired(x, y) -> TestResult:
+    """Two-sided Wilcoxon signed-rank test of the paired differences x - y (or of x alone against
+    0 when y is None). Only the ranks of |d| matter, so an infinite difference (one side
+    diverged) is given a finite magnitude above every other: same ranks, no inf arithmetic.
+    Zero differences are dropped (Wilcoxon's convention); no non-zero difference gives p = 1."""
+    d = paired_differences(x, np.zeros_like(np.asarray(x, dtype=float)) if y is None else y)
+    d = d[d != 0]
+    if len(d) == 0:
+        return TestResult("wilcoxon", 0.0, 1.0)
+    finite = np.abs(d[np.isfinite(d)])
+    big = (finite.max() if len(finite) else 1.0) * 10 + 1
+    d = np.where(np.isinf(d), np.sign(d) * big, d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.wilcoxon(d)
+    p = float(res.pvalue)
+    return TestResult("wilcoxon", float(res.statistic), 1.0 if math.isnan(p) else p)
+
+
+def mcnemar_exact(x, y) -> TestResult:
+    """Exact McNemar test of paired yes/no outcomes (e.g. diverged): a two-sided binomial test of
+    the discordant pairs, b = x only, c = y only, against b ~ Binomial(b + c, 1/2). The statistic
+    is b - c (positive: x has the outcome more often)."""
+    x, y = np.asarray(x, dtype=bool).ravel(), np.asarray(y, dtype=bool).ravel()
+    b, c = int((x & ~y).sum()), int((~x & y).sum())
+    if b + c == 0:
+        return TestResult("mcnemar", 0.0, 1.0)
+    return TestResult("mcnemar", float(b - c), float(stats.binomtest(b, b + c, 0.5).pvalue))
+
+
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values, in the input order; nan (no test) stays nan and does
     not count towards the number of tests.
@@ -168,3 +214,11 @@ def min_mann_whitney_p(n1: int, n2: int) -> float:
     if n1 < 1 or n2 < 1:
         return math.nan
     return min(1.0, 2.0 / math.comb(n1 + n2, n1))
+
+
+def min_wilcoxon_p(n_pairs: int) -> float:
+    """The smallest two-sided exact Wilcoxon signed-rank p-value n pairs can give: 2 / 2^n (every
+    difference of one sign). At 5 pairs it is 0.0625, so no difference can be significant at 0.05."""
+    if n_pairs < 1:
+        return math.nan
+    return min(1.0, 2.0 / 2 ** n_pairs)
