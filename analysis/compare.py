@@ -55,16 +55,14 @@ import numpy as np
 import pandas as pd
 
 from plvae import metrics as M
-from plvae.priors import KL, VARIANTS, W2, prior_scale
+from plvae.priors import KL, PRIOR_FIELDS, VARIANTS, W2, prior_scale
 
 from analysis import stats
 from analysis.load import (EARLY_STOPPED, ERRORED, ITERATION, RUNNING, TIME_TOTAL,
                            TRIAL_ID, Study, initial)
 
-# Prior parameters, each used only by some variants (priors.Variant.uses_*).
-VARIANT_PARAMS = ("gamma", "min_decay", "clip_dim", "decay_rate")
-_USES = {"gamma": "uses_gamma", "min_decay": "uses_min_decay", "clip_dim": "uses_clip_dim",
-         "decay_rate": "uses_decay_rate"}
+# Prior parameters, each used only by some variants (plvae.priors.Variant.uses).
+VARIANT_PARAMS = PRIOR_FIELDS
 REPLICATE_PARAMS = ("seed", "data_seed")
 # Fields that do not change what is learned (or are bookkeeping): never split groups.
 NON_EXPERIMENTAL = ("data_dir", "num_workers", "accelerator", "extra", "download", "max_epochs")
@@ -281,7 +279,7 @@ def _masked(trials: pd.DataFrame) -> pd.DataFrame:
     for p in VARIANT_PARAMS:
         if p not in out.columns:
             continue
-        unused = out["variant"].map(lambda v: not getattr(VARIANTS.get(v), _USES[p], True))
+        unused = out["variant"].map(lambda v, p=p: v in VARIANTS and not VARIANTS[v].uses(p))
         col = pd.Series(pd.to_numeric(out[p], errors="coerce").astype("Float64")
                         .to_numpy(dtype=float, na_value=np.nan), index=out.index)
         out[p] = col.mask(unused.astype(bool))
@@ -820,7 +818,7 @@ def _gamma_zero_check(per_trial: pd.DataFrame, baseline: str, context_keys: list
     out = []
     for variant, g in per_trial[(per_trial["gamma"] == 0)].groupby("variant", sort=True):
         v = VARIANTS.get(variant)
-        if v is None or not v.uses_gamma or v.divergence != KL or variant == "vae":
+        if v is None or not v.uses("gamma") or v.divergence != KL or variant == "vae":
             continue
         joined = g.set_index(keys)[FINAL].to_frame("v").join(base.rename("b"), how="inner").dropna()
         if joined.empty:

@@ -128,7 +128,7 @@ def _plain_log_ticks(axis) -> None:
 
 def _uses_gamma(variant: str) -> bool:
     v = VARIANTS.get(variant)
-    return bool(v and v.uses_gamma)
+    return bool(v and v.uses("gamma"))
 
 
 def _is_w2(row: dict) -> bool:

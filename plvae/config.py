@@ -103,12 +103,12 @@ class TrialConfig:
             raise _bad("latent_dim", self.latent_dim, f"an integer in [1, {MAX_SIZE['latent_dim']}]")
         if not is_finite_number(self.min_decay) or not 0 < self.min_decay <= 1:
             raise _bad("min_decay", self.min_decay, "a number in (0, 1]")
-        if v.uses_clip_dim:
+        if v.uses("clip_dim"):
             if self.clip_dim is None:
                 raise ConfigError(f"clip_dim=None is invalid for variant {self.variant!r}; allowed: an integer >= 1 (required)")
             if not is_int(self.clip_dim) or self.clip_dim < 1:
                 raise _bad("clip_dim", self.clip_dim, "an integer >= 1")
-        if v.uses_decay_rate:
+        if v.uses("decay_rate"):
             if self.decay_rate is None:
                 raise ConfigError(f"decay_rate=None is invalid for variant {self.variant!r}; allowed: a number >= 0 (required)")
             if not is_finite_number(self.decay_rate) or self.decay_rate < 0:

@@ -12,6 +12,7 @@ estimator and reduction of the loss), and `recon_mu`, the reconstruction error a
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -200,12 +201,10 @@ def latent_diagnostics(mus: torch.Tensor, prior_scale: torch.Tensor) -> dict[str
 
 
 def make_trainer(cfg: TrialConfig, callbacks: Iterable[pl.Callback] = (), logger=False, **overrides) -> pl.Trainer:
-    """A Trainer with the project's defaults: quiet (studies run dozens at once), no sanity check
-    (the model measures the initial validation loss itself), checkpointing left to the caller."""
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # A skipped non-finite step is deliberate (the divergence is recorded); say nothing per step.
-    warnings.filterwarnings("ignore", message="`training_step` returned `None`")
+    """A Trainer with the project's defaults: no progress bar or summary (studies run dozens at
+    once), no sanity check (the model measures the initial validation loss itself), checkpointing
+    left to the caller. It changes no process-wide state; ``train`` quiets Lightning for its own
+    run only (``quiet_lightning``)."""
     kwargs = dict(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
@@ -223,6 +222,27 @@ def make_trainer(cfg: TrialConfig, callbacks: Iterable[pl.Callback] = (), logger
     return pl.Trainer(**kwargs)
 
 
+_LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Within the block only: Lightning's per-run info lines off (a study runs dozens of trials),
+    and no per-step warning for a deliberately skipped non-finite step (the divergence is
+    recorded). Logger levels and warning filters are restored on exit."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`training_step` returned `None`")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def train(cfg: TrialConfig, data=None, callbacks: Iterable[pl.Callback] = (), logger=False,
           ckpt_path: Optional[str] = None, **trainer_overrides) -> dict[str, float]:
     """Train one trial end to end (notebook use, tests, the Tune trainable); return the final
@@ -232,6 +252,7 @@ def train(cfg: TrialConfig, data=None, callbacks: Iterable[pl.Callback] = (), lo
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = VAEDataModule(cfg, data)
     model = PowerLawVAE(cfg)
-    trainer = make_trainer(cfg, callbacks=callbacks, logger=logger, **trainer_overrides)
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    with quiet_lightning():
+        trainer = make_trainer(cfg, callbacks=callbacks, logger=logger, **trainer_overrides)
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from plvae.config import ConfigError, TrialConfig
+from plvae.config import RESNET18_FEATURES, ConfigError, TrialConfig  # 512: ResNet-18 after pooling
 
-RESNET18_FEATURES = 512  # ResNet-18's width after global average pooling
 
 
 class Interpolate(nn.Module):

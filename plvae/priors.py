@@ -63,6 +63,16 @@ class Variant:
     uses_decay_rate: bool = False
     description: str = ""
 
+    def uses(self, field: str) -> bool:
+        """Whether this variant's prior uses a trial field: one of PRIOR_FIELDS by its flag; any
+        other field (latent_dim, lr, seed, ...) is used by every variant."""
+        return getattr(self, "uses_" + field) if field in PRIOR_FIELDS else True
+
+
+# The prior's own parameters, each used only by some variants (Variant.uses_<field>): the one
+# place that says which variant uses which; the grid, the analysis and the figures derive from it.
+PRIOR_FIELDS = ("gamma", "min_decay", "clip_dim", "decay_rate")
+
 
 VARIANTS: dict[str, Variant] = {
     v.name: v

@@ -110,3 +110,22 @@ def test_channels_last_gives_the_same_numbers():
     plain = train(cfg)
     nhwc = train(cfg.replace(channels_last=True))
     assert math.isclose(plain[M.VAL_RECON_MU], nhwc[M.VAL_RECON_MU], rel_tol=1e-3)
+
+
+def test_training_leaves_process_wide_logging_and_warning_filters_alone():
+    """Quieting Lightning is scoped to the run: a notebook's own logging and warnings survive."""
+    import logging
+    import warnings
+
+    from plvae.model import make_trainer, train
+    lg = logging.getLogger("pytorch_lightning")
+    old = lg.level
+    lg.setLevel(logging.DEBUG)
+    try:
+        filters = list(warnings.filters)
+        make_trainer(TrialConfig(max_epochs=1))
+        train(TrialConfig(dataset="powerlaw_gaussian", image_size=8, n_train=64, n_val=32, max_epochs=1))
+        assert lg.level == logging.DEBUG
+        assert list(warnings.filters) == filters
+    finally:
+        lg.setLevel(old)

@@ -111,3 +111,14 @@ def test_divergence_dispatches_by_variant_and_estimator():
     assert torch.isclose(divergence(kl, z, m, log_a, log_s, "mc", "sum"), kl_monte_carlo(z, m, log_a, log_b).sum(1).mean())
     w2 = get_variant("powerlaw_wae")
     assert torch.isclose(divergence(w2, z, m, log_a, log_s, "mc", "mean"), w2_squared(m, log_a.exp(), log_b.exp()).mean())
+
+
+def test_which_variant_uses_which_field_is_defined_once():
+    from plvae.priors import PRIOR_FIELDS, VARIANTS
+    for v in VARIANTS.values():
+        for f in PRIOR_FIELDS:
+            assert v.uses(f) == getattr(v, "uses_" + f)
+        assert v.uses("latent_dim") and v.uses("lr") and v.uses("seed")
+    assert all(any(v.uses(f) for v in VARIANTS.values()) for f in PRIOR_FIELDS)
+    assert not VARIANTS["vae"].uses("gamma") and VARIANTS["powerlaw_clamp"].uses("min_decay")
+    assert not VARIANTS["powerlaw"].uses("min_decay")

@@ -41,9 +41,8 @@ def bad(name: str, value: Any, allowed: str) -> StudyError:
 
 
 def uses(variant: Variant, tfield: str) -> bool:
-    """Whether a variant's prior uses a swept field: its `uses_<field>` flag in plvae.priors;
-    fields with no flag (latent_dim, lr, seed, ...) are used by every variant."""
-    return getattr(variant, "uses_" + tfield, True)
+    """Whether a variant uses a swept field (plvae.priors.Variant.uses)."""
+    return variant.uses(tfield)
 
 
 def resolve_gamma(value, alpha: float) -> float:
@@ -134,9 +133,9 @@ def probe_value(fixed: dict, tfield: str, value, where: str = "") -> None:
     variant = next(v for v in VARIANTS.values() if uses(v, tfield))
     if tfield != "variant":
         probe["variant"] = variant.name
-        if variant.uses_clip_dim and tfield != "clip_dim":
+        if variant.uses("clip_dim") and tfield != "clip_dim":
             probe["clip_dim"] = 1
-        if variant.uses_decay_rate and tfield != "decay_rate":
+        if variant.uses("decay_rate") and tfield != "decay_rate":
             probe["decay_rate"] = 0.0
     try:
         TrialConfig.from_dict(probe)
