@@ -1,6 +1,7 @@
 """Engine overhead: the same model, data, batch size and thread count trained per epoch by
 (a) a bare PyTorch loop, (b) Lightning (plvae.model.train), (c) a Ray Tune trial (the study's own
-trainable, with its per-epoch report and checkpoint). Goal: (c)/(a) <= 1.10 per epoch.
+trainable, with its per-epoch report and checkpoint, under the environment tune/run_study.py
+sets). Goal: (c)/(a) <= 1.10 per epoch.
 
 Every arm does the same work per epoch: one pass of training, one validation pass with the
 latent diagnostics; (b) and (c) also measure the initial validation loss once, before epoch 1,
@@ -18,8 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
@@ -104,6 +103,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    from tune.run_study import PROCESS_ENV
+
+    for key, value in PROCESS_ENV.items():   # what the study's entry point sets for Ray and Tune
+        os.environ.setdefault(key, value)
     torch.set_num_threads(args.threads)
     cfg = TrialConfig(variant="powerlaw_clamp", gamma=0.5, n_train=args.n_train, n_val=1024,
                       hidden_dims=(16, 32), enc_out_dim=64, max_epochs=args.epochs, accelerator="cpu")

@@ -3,16 +3,16 @@ starting on the slot it freed, with Tune's actor reuse on (the default) and off
 (--no-reuse-actors), measured in one process, one Ray, arms interleaved (on, off, on, off, ...).
 Goal: median gap <= 1 s.
 
-Each arm is a real study through the study engine (tune.study.config_from_args and
-tune.study_runner.run, the code behind ``python tune/run_study.py``): FIFO, so every trial runs
+Each arm is a real study through the study engine (tune.cli.config_from_args, study_record.claim
+and study_runner.run, the code behind ``python tune/run_study.py``): FIFO, so every trial runs
 all its epochs, tiny data (sklearn's 8x8 digits, latent 4) so the turnover dominates.
 
 How the times are taken, and why not from result.json: result.json's ``timestamp`` has 1 s
-resolution, too coarse for a 1 s goal. Instead the study's own driver callback
-(``StudyStatusCallback``) is subclassed to note time.time() when each result arrives; the
-worker's ``time_this_iter_s`` (a float, measured on the worker from the moment Tune asked the
-trainable for its first result) is subtracted from the first result's arrival to give the moment
-the trial's function started. Per trial:
+resolution, too coarse for a 1 s goal. Instead a public ``ray.tune.Callback`` on the driver, added
+through Ray's RAY_TUNE_CALLBACKS variable (benchmarks/_common.py), notes time.time() when each
+result arrives; the worker's ``time_this_iter_s`` (a float, measured on the worker from the
+moment Tune asked the trainable for its first result) is subtracted from the first result's
+arrival to give the moment the trial's function started. Per trial:
 
 - ``end``:            arrival of its last result (its last epoch is done; the slot frees after).
 - ``fn_start``:       first result's arrival - its time_this_iter_s: the trial's function starts.
@@ -30,12 +30,12 @@ measurement, a fraction of an epoch on this data) - both overstate the gap, neve
 
     .venv/bin/python benchmarks/bench_turnover.py [--trials 24] [--epochs 2] [--repeats 2]
         [--json benchmarks/results/turnover.json]
+    .venv/bin/python benchmarks/bench_turnover.py --trials 4 --repeats 1 --no-profile   # smoke run
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import io
 import json
 import os
 import platform
@@ -47,37 +47,11 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import ray  # noqa: E402
+from _common import cpu_model, run_timed_study, study_environment  # noqa: E402  (benchmarks/ is sys.path[0])
 
-from tune import study_runner  # noqa: E402
-from tune.study import config_from_args  # noqa: E402
-
-EVENTS: list = []   # (kind, trial_id, time.time(), payload) of the running arm
-
-
-class TimedStatusCallback(study_runner.StudyStatusCallback):
-    """The study's own status callback, plus the driver's arrival time of every result."""
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        EVENTS.append(("result", trial.trial_id, time.time(), {
-            "iter": result.get("training_iteration"), "time_this_iter_s": result.get("time_this_iter_s"),
-            "pid": result.get("pid")}))
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        EVENTS.append(("start", trial.trial_id, time.time(), {}))
-        super().on_trial_start(iteration, trials, trial, **info)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        EVENTS.append(("complete", trial.trial_id, time.time(), {}))
-        super().on_trial_complete(iteration, trials, trial, **info)
-
-
-from _common import cpu_model  # noqa: E402  (benchmarks/ is sys.path[0])
 
 def study_args(args, storage: str, name: str, reuse: bool) -> list[str]:
     variants = ["vae", "powerlaw_clamp"]
@@ -91,20 +65,18 @@ def study_args(args, storage: str, name: str, reuse: bool) -> list[str]:
 
 
 def run_arm(args, storage: str, name: str, reuse: bool) -> dict:
-    cfg, _ = config_from_args(study_args(args, storage, name, reuse))
-    EVENTS.clear()
-    t0, wall0 = time.perf_counter(), time.time()
-    rc = study_runner.run(cfg, out=io.StringIO())
-    wall = time.perf_counter() - t0
+    run = run_timed_study(study_args(args, storage, name, reuse))
     trials = {}
-    for kind, tid, t, p in EVENTS:
+    for kind, tid, t, p in run["events"]:
         tr = trials.setdefault(tid, {"results": []})
         if kind == "result":
-            tr["results"].append((t, p))
+            r = p["result"]
+            tr["results"].append((t, {"iter": r.get("training_iteration"), "time_this_iter_s": r.get("time_this_iter_s"),
+                                      "pid": r.get("pid")}))
         else:
             tr[kind] = t
-    return {"rc": rc, "wall_s": wall, "t_begin": wall0, "t_end": wall0 + wall, "trials": trials,
-            "n_trials": len(trials)}
+    return {"rc": run["rc"], "wall_s": run["wall_s"], "t_begin": run["t_begin"], "t_end": run["t_end"],
+            "trials": trials, "n_trials": len(trials)}
 
 
 def gaps_of(arm: dict, slots: int) -> dict:
@@ -189,9 +161,12 @@ def main(argv=None) -> int:
     if args.epochs < 2:
         ap.error("--epochs must be >= 2 (a steady epoch is timed from epochs 2..n)")
 
+    for key, value in study_environment().items():   # the entry point's settings, and the clock
+        os.environ.setdefault(key, value)
+    import ray
+
     storage = tempfile.mkdtemp(prefix="bench_turnover_")
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    study_runner.StudyStatusCallback = TimedStatusCallback   # what build_tuner instantiates
     arms = {"reuse_actors": [], "no_reuse_actors": []}
     t_all = time.perf_counter()
     try:
