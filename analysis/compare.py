@@ -605,7 +605,7 @@ def _test(i: int, q: str, rec: dict, key, group_keys, g: pd.DataFrame, b: pd.Dat
         else:
             d = stats.paired_differences(pairs[q], pairs[f"{q}_b"])
             res = stats.wilcoxon_paired(pairs[q], pairs[f"{q}_b"])
-            e = stats.bootstrap_ci(d, _median, n_resamples=n_resamples, seed=seed)
+            e = stats.bootstrap_ci(d, stats.median_inf, n_resamples=n_resamples, seed=seed)
             row["diff"], row["diff_low"], row["diff_high"] = e.value, e.low, e.high
         return {**row, "test": res.test, "statistic": res.statistic, "p": res.pvalue}
     # unpaired only where pairing is impossible (no shared seeds)
@@ -915,7 +915,7 @@ def _split(per_trial: pd.DataFrame, context_keys: list, variant_keys: list, base
             if len(rep) < 3:
                 continue
             d = stats.paired_differences(rep[FINAL], rep[f"{FINAL}_b"])
-            e = stats.bootstrap_ci(d, _median, n_resamples=n_resamples, seed=seed)
+            e = stats.bootstrap_ci(d, stats.median_inf, n_resamples=n_resamples, seed=seed)
             res = stats.wilcoxon_paired(rep[FINAL], rep[f"{FINAL}_b"])
             rows.append({**dict(zip(context_keys, ctx)), "variant": variant, **dict(zip(params, key)),
                          "n_choose": len(choose), "n_report": len(rep), "chosen_on": float(score),

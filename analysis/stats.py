@@ -159,6 +159,16 @@ def paired_differences(x, y) -> np.ndarray:
     return d
 
 
+def median_inf(x, axis=None):
+    """The median, where the two middle values of an even sample may be -inf and +inf (paired
+    differences when one side diverged in some pairs and the other in others): their mean is
+    undefined, so the lower of the two is taken there."""
+    x = np.asarray(x, dtype=float)
+    with np.errstate(invalid="ignore"):
+        m = np.median(x, axis=axis)
+    return np.where(np.isnan(m), np.quantile(x, 0.5, method="lower", axis=axis), m)
+
+
 def wilcoxon_paired(x, y) -> TestResult:
     """Two-sided Wilcoxon signed-rank test of the paired differences x - y (or of x alone against
     0 when y is None). Only the ranks of |d| matter, so an infinite difference (one side

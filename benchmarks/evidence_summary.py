@@ -1,98 +1,286 @@
-"""Summary tables of the evidence studies (README, "Results"): one CSV per question, written to
-docs/results/, plus the gamma-vs-loss figure of each study copied from its analysis report.
+"""The evidence behind README's "Results", regenerated from the studies or from the committed CSV.
 
     python benchmarks/evidence_summary.py [--root results/evidence] [--out docs/results]
+    python benchmarks/evidence_summary.py --from-csv            # only what docs/results/ holds
 
-1. pooled.csv — per study, lr and variant, pooled over gamma and seeds: trials, diverged, the
-   median final val_recon_mu (diverged trials count as +inf), and Fisher's exact test of the
-   divergence rate and a Mann–Whitney U test of final val_recon_mu against the baseline at the
-   same lr. Pooling over the pre-registered gamma range answers "does this prior family help at
-   all?" with more power than the per-gamma tests of `python -m analysis` (5 seeds per group
-   cannot reach significance after Holm correction; see each study's report).
-2. <study>_headline.csv — the headline table of `python -m analysis` for each study.
-3. best_gamma.csv — per synthetic study and variant (lr 0.001): the gamma with the lowest median
-   final val_recon_mu next to the measured alpha / 2.
+Step 1 (needs the study folders under --root, from `bash benchmarks/run_evidence.sh`): export
+every trial to ``trials.csv`` - one row per trial: its study, parameters and seed, its curves
+(val_loss from epoch 0 = before training, val_recon_mu, val_rate and Tune's time_total_s per
+epoch), final and best
+val_loss, distortion, rate, diverged (and when), and epochs to the baseline's final val_loss -
+plus ``studies.json`` (each study's declared primary family, measured alpha, preset). That CSV
+is the evidence: small enough to commit, and everything else is computed from it.
+
+Step 2 (always, from ``trials.csv`` alone): rebuild each study with
+``analysis.Study.from_history`` and compare it (``analysis.compare``, on val_loss, paired by
+seed, Holm over the preset's primary family) into:
+- ``primary.csv``: the declared primary comparisons of every study (paired effect, CI, p, Holm p);
+- ``headline.csv``: each variant's best setting per context (exploratory, selected on the seeds
+  it reports) and ``split.csv``: the best gamma chosen on half the seeds, reported on the other;
+- ``groups.csv``: every group with its rate, distortion and distortion gap at equal rate;
+- ``frontier.csv``: the baseline's rate-distortion points over beta;
+- ``clamp.csv``: where the clamp matters - powerlaw_clamp against powerlaw seed by seed, by
+  latent_dim, min_decay, gamma and lr, with the share of latent dims the floor holds;
+- ``divergence.csv``: diverged trials per study, lr, latent_dim and variant (all settings pooled);
+- ``best_gamma.csv``: per synthetic alpha and lr, the gamma with the lowest median final
+  val_loss for powerlaw and powerlaw_clamp, against the measured alpha / 2;
+- ``alpha.csv``: the natural_patches exponent with a bootstrap CI over patch draws, its
+  sensitivity to the fit range and to which photos are measured (computed from the data);
+- figures: the rate-distortion plane and gamma against final val_loss, per study.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
+import math
 import os
-import shutil
 import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.stats import fisher_exact, mannwhitneyu
 
 import analysis
+from analysis.compare import EPOCHS_TO_TARGET, data_alpha_gamma
+from analysis.figures import DPI, plot_divergence, plot_gamma_vs_final, plot_rate_distortion
+from analysis.load import best, final
+from analysis.report import csv_tables
+from analysis.stats import bootstrap_ci, median_inf, paired_differences, wilcoxon_paired
 from plvae import metrics as M
+from plvae.priors import PRIOR_FIELDS, prior_scale
 
-FINAL = "final_" + M.VAL_RECON_MU
-
-
-def final_values(trials: pd.DataFrame) -> pd.Series:
-    return trials[FINAL].where(~trials["diverged"].astype(bool) & np.isfinite(trials[FINAL]), np.inf)
-
-
-def pooled(name: str, trials: pd.DataFrame, baseline: str = "vae") -> pd.DataFrame:
-    rows = []
-    trials = trials.assign(final=final_values(trials))
-    for lr, at_lr in trials.groupby("lr"):
-        base = at_lr[at_lr.variant == baseline]
-        for variant, g in at_lr.groupby("variant"):
-            row = {"study": name, "lr": lr, "variant": variant, "trials": len(g),
-                   "diverged": int(g.diverged.sum()), "median_final": float(np.median(g.final)),
-                   "p_diverged": np.nan, "p_final": np.nan}
-            if variant != baseline and len(base):
-                table = [[row["diverged"], len(g) - row["diverged"]],
-                         [int(base.diverged.sum()), len(base) - int(base.diverged.sum())]]
-                row["p_diverged"] = float(fisher_exact(table)[1])
-                row["p_final"] = float(mannwhitneyu(g.final, base.final, alternative="two-sided").pvalue)
-            rows.append(row)
-    return pd.DataFrame(rows)
+CURVES = (M.VAL_LOSS, M.VAL_RECON_MU, M.VAL_RATE, "time_total_s")
+PARAMS = ("variant", *PRIOR_FIELDS, "latent_dim", "lr", "kl_coeff", "seed", "dataset", "data_alpha", "image_size",
+          "max_epochs", "data_seed")
+TRIALS_CSV, STUDIES_JSON = "trials.csv", "studies.json"
+N_RESAMPLES = 2000
 
 
-def best_gamma(name: str, trials: pd.DataFrame, alpha: float, lr: float = 0.001) -> pd.DataFrame:
-    trials = trials.assign(final=final_values(trials))
-    rows = []
-    for variant, g in trials[(trials.lr == lr) & (trials.variant != "vae")].groupby("variant"):
-        med = g.groupby("gamma").final.median()
-        rows.append({"study": name, "variant": variant, "measured_alpha": alpha, "alpha_over_2": alpha / 2,
-                     "best_gamma": float(med.idxmin()), "best_median_final": float(med.min()),
-                     "gammas": " ".join(f"{x:g}" for x in med.index)})
-    return pd.DataFrame(rows)
+# ------------------------------------------------------------------------------ step 1: export
+def _col(metric: str, epoch: int) -> str:
+    return f"{metric}@{epoch}"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--root", default="results/evidence")
-    ap.add_argument("--out", default="docs/results")
-    args = ap.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    pooled_rows, gamma_rows = [], []
-    for path in sorted(glob.glob(os.path.join(args.root, "*", "study.json"))):
+def export_trials(root: str) -> tuple[pd.DataFrame, dict]:
+    """Every trial of every study under root as one row (see the module docstring)."""
+    rows, meta = [], {}
+    for path in sorted(glob.glob(os.path.join(root, "*", "study.json"))):
         study_dir = os.path.dirname(path)
         name = os.path.basename(study_dir)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study = analysis.load_study(study_dir, warn=False)
-        pooled_rows.append(pooled(name, study.trials))
-        # The per-setting headline of `python -m analysis` (best gamma per variant, 95% CIs,
-        # Holm-corrected tests against the baseline), as committed tables.
-        analysis.headline_table(analysis.compare(study)).to_csv(
-            os.path.join(args.out, f"{name}_headline.csv"), index=False)
-        alphas = list((study.meta.get("data_alpha") or {}).values())
-        if name.startswith("synthetic") and alphas:
-            gamma_rows.append(best_gamma(name, study.trials, alphas[0]))
-        figure = os.path.join(study_dir, "report", "gamma_vs_final.png")
-        if os.path.exists(figure):
-            shutil.copy(figure, os.path.join(args.out, f"{name}_gamma_vs_final.png"))
-    for fname, rows in (("pooled.csv", pooled_rows), ("best_gamma.csv", gamma_rows)):
-        if rows:
-            table = pd.concat(rows, ignore_index=True)
-            table.to_csv(os.path.join(args.out, fname), index=False, float_format="%.5g")
-            print(f"\n{fname}\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        cfg = study.meta.get("study_config") or {}
+        alpha, gamma = data_alpha_gamma(study)
+        meta[name] = {"preset": study.meta.get("preset"), "primary": cfg.get("primary") or [],
+                      "data_alpha": alpha, "data_gamma": gamma, "status": study.status,
+                      "max_epochs": study.meta.get("max_epochs")}
+        c = analysis.compare(study, n_resamples=200)
+        to_target = c.per_trial.set_index("trial_id")[EPOCHS_TO_TARGET]
+        hist = {tid: h.sort_values("training_iteration") for tid, h in study.history.groupby("trial_id")}
+        for t in study.trials.to_dict("records"):
+            h = hist.get(t["trial_id"])
+            row = {"study": name, "trial_id": t["trial_id"], "status": t["status"],
+                   **{p: t.get(p) for p in PARAMS}, "epochs": t["epochs"], "diverged": bool(t["diverged"]),
+                   "diverged_epoch": t["diverged_epoch"],
+                   "final_val_loss": t.get(final(M.VAL_LOSS)),
+                   "best_val_loss": t.get(best(M.VAL_LOSS)),
+                   "final_val_recon_mu": t.get(final(M.VAL_RECON_MU)),
+                   "final_val_rate": t.get(final(M.VAL_RATE)),
+                   "epochs_to_target": to_target.get(t["trial_id"], math.nan),
+                   _col(M.VAL_LOSS, 0): t.get(M.INITIAL_VAL_LOSS)}
+            if h is not None:
+                for r in h.to_dict("records"):
+                    for m in CURVES:
+                        row[_col(m, int(r["training_iteration"]))] = r.get(m)
+            rows.append(row)
+    return pd.DataFrame(rows), meta
+
+
+# ------------------------------------------------------------------------------ step 2: rebuild
+def rebuild(trials: pd.DataFrame, meta: dict) -> dict:
+    """{study name: analysis.Study} from trials.csv alone (curves, parameters, study metadata)."""
+    studies = {}
+    for name, t in trials.groupby("study", sort=True):
+        hist, params = [], []
+        for r in t.to_dict("records"):
+            params.append({"trial_id": r["trial_id"], **{p: r[p] for p in PARAMS if p in r and not _missing(r[p])}})
+            epochs = sorted({int(c.split("@")[1]) for c in r if "@" in c and not _missing(r[c])} - {0})
+            for e in epochs:
+                row = {"trial_id": r["trial_id"], "training_iteration": e,
+                       M.DIVERGED: float(bool(r["diverged"]) and not _missing(r["diverged_epoch"])
+                                         and e >= r["diverged_epoch"]),
+                       M.INITIAL_VAL_LOSS: r[_col(M.VAL_LOSS, 0)]}
+                row.update({m: r.get(_col(m, e), math.nan) for m in CURVES})
+                hist.append(row)
+        m = meta.get(name, {})
+        study_meta = {"status": "finished", "metric": M.VAL_LOSS, "study_name": name, "preset": m.get("preset"),
+                      "study_config": {"primary": m.get("primary") or []}, "max_epochs": m.get("max_epochs")}
+        if m.get("data_alpha") is not None and not _missing(m.get("data_alpha")):
+            study_meta["data_alpha"] = {str(t["dataset"].iloc[0]): m["data_alpha"]}
+        if m.get("data_gamma") is not None and not _missing(m.get("data_gamma")):
+            for p in params:
+                p["extra"] = {"data_gamma": m["data_gamma"], "data_alpha": m.get("data_alpha")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            studies[name] = analysis.Study.from_history(pd.DataFrame(hist), pd.DataFrame(params), meta=study_meta)
+    return studies
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+# ------------------------------------------------------------------------------ summaries
+def clamp_table(name: str, study: analysis.Study) -> pd.DataFrame:
+    """powerlaw_clamp against powerlaw with the same gamma, latent_dim, lr and seed: the median
+    paired difference of final val_loss (diverged = +inf), divergences, and how much of the
+    latent the floor holds (latent dims with k^-gamma < min_decay)."""
+    t = study.trials
+    loss = final(M.VAL_LOSS)
+    t = t.assign(final=np.where(t["diverged"].astype(bool) | ~np.isfinite(t[loss].astype(float)), np.inf, t[loss]))
+    keys = ["gamma", "latent_dim", "lr", "seed"]
+    base = t[t.variant == "powerlaw"][keys + ["final", "diverged"]]
+    rows = []
+    for (gamma, d, md, lr), g in t[t.variant == "powerlaw_clamp"].groupby(["gamma", "latent_dim", "min_decay", "lr"]):
+        pairs = g[keys + ["final", "diverged"]].merge(base, on=keys, suffixes=("", "_pl"))
+        if pairs.empty:
+            continue
+        s = prior_scale("powerlaw", int(d), float(gamma)).numpy()
+        diff = paired_differences(pairs["final"], pairs["final_pl"])
+        e = bootstrap_ci(diff, median_inf, n_resamples=N_RESAMPLES)
+        rows.append({"study": name, "gamma": gamma, "latent_dim": int(d), "min_decay": md, "lr": lr,
+                     "clamped_dims": int((s < md).sum()), "identical": bool((s >= md).all()), "pairs": len(pairs),
+                     "clamp_median": float(np.median(pairs["final"])), "powerlaw_median": float(np.median(pairs["final_pl"])),
+                     "diff": e.value, "diff_low": e.low, "diff_high": e.high,
+                     "p": wilcoxon_paired(pairs["final"], pairs["final_pl"]).pvalue,
+                     "clamp_diverged": int(pairs["diverged"].sum()), "powerlaw_diverged": int(pairs["diverged_pl"].sum())})
+    return pd.DataFrame(rows)
+
+
+def divergence_table(name: str, study: analysis.Study) -> pd.DataFrame:
+    t = study.trials
+    rows = []
+    for (lr, d, variant), g in t.groupby(["lr", "latent_dim", "variant"]):
+        rows.append({"study": name, "lr": lr, "latent_dim": d, "variant": variant, "trials": len(g),
+                     "diverged": int(g["diverged"].sum())})
+    return pd.DataFrame(rows)
+
+
+def best_gamma_table(name: str, study: analysis.Study, alpha: float) -> pd.DataFrame:
+    t = study.trials
+    loss = final(M.VAL_LOSS)
+    t = t.assign(final=np.where(t["diverged"].astype(bool), np.inf, t[loss]))
+    if "kl_coeff" in t:
+        t = t[np.isclose(t["kl_coeff"].astype(float), 0.1)]
+    rows = []
+    for (lr, variant), g in t[t.variant.isin(["powerlaw", "powerlaw_clamp"])].groupby(["lr", "variant"]):
+        if variant == "powerlaw_clamp":
+            g = g[np.isclose(g["min_decay"].astype(float), 1e-3)]
+        med = g.groupby("gamma")["final"].median()
+        vae = t[(t.variant == "vae") & (t.lr == lr)]["final"]
+        rows.append({"study": name, "lr": lr, "variant": variant, "measured_alpha": alpha,
+                     "alpha_over_2": round(alpha / 2, 2), "best_gamma": float(med.idxmin()),
+                     "best_median_final": float(med.min()), "vae_median_final": float(np.median(vae)),
+                     "gammas": " ".join(f"{x:g}" for x in med.index),
+                     "medians": " ".join(f"{x:.5g}" for x in med.to_numpy())})
+    return pd.DataFrame(rows)
+
+
+def alpha_table(n_draws: int = 20) -> pd.DataFrame:
+    """The natural_patches exponent, honestly: over patch draws (data_seed 0..n_draws-1) of the
+    training photos, the fit range, and which photos are measured."""
+    from plvae.config import TrialConfig
+    from plvae.data import NATURAL_PHOTOS, NATURAL_TRAIN_PHOTOS, NATURAL_VAL_PHOTOS, _cut_patches
+    from plvae.spectrum import eigenspectrum, fit_power_law
+
+    cfg = TrialConfig(dataset="natural_patches", image_size=16, channels=1, n_train=2048)
+
+    def alpha(photos, seed, kmin=2, kmax=None):
+        x = _cut_patches(list(photos), 2048, cfg, np.random.SeedSequence(seed).spawn(2)[0])
+        return fit_power_law(eigenspectrum(x.reshape(len(x), -1)), kmin=kmin, kmax=kmax).alpha
+
+    rows = []
+    draws = np.array([alpha(NATURAL_TRAIN_PHOTOS, s) for s in range(n_draws)])
+    lo, hi = np.quantile(draws, [0.025, 0.975])
+    rows.append({"what": "training photos, the study's draw (data_seed 0; gamma = alpha/2 is matched to this)",
+                 "photos": "train", "fit_ranks": "2..128", "alpha": float(draws[0]), "low": math.nan, "high": math.nan})
+    rows.append({"what": f"training photos over {n_draws} patch draws (median, 2.5-97.5% of draws)", "photos": "train",
+                 "fit_ranks": "2..128", "alpha": float(np.median(draws)), "low": float(lo), "high": float(hi)})
+    for kmax in (64, 256):
+        rows.append({"what": "training photos, fit range", "photos": "train", "fit_ranks": f"2..{kmax}",
+                     "alpha": alpha(NATURAL_TRAIN_PHOTOS, 0, kmax=kmax), "low": math.nan, "high": math.nan})
+    for label, photos in (("validation photos", NATURAL_VAL_PHOTOS), ("all photos", NATURAL_PHOTOS)):
+        rows.append({"what": label, "photos": label.split()[0], "fit_ranks": "2..128", "alpha": alpha(photos, 0),
+                     "low": math.nan, "high": math.nan})
+    singles = {p: alpha([p], 0) for p in NATURAL_PHOTOS}
+    lo_p, hi_p = min(singles, key=singles.get), max(singles, key=singles.get)
+    rows.append({"what": f"single photos: lowest ({lo_p}) to highest ({hi_p})", "photos": "single",
+                 "fit_ranks": "2..128", "alpha": float(np.median(list(singles.values()))),
+                 "low": singles[lo_p], "high": singles[hi_p]})
+    return pd.DataFrame(rows)
+
+
+def _save(fig, path: str) -> None:
+    if fig is not None:
+        fig.savefig(path, format="png", dpi=DPI)
+
+
+def summarise(trials: pd.DataFrame, meta: dict, out: str, alpha: bool = True) -> None:
+    studies = rebuild(trials, meta)
+    tables = {k: [] for k in ("primary", "headline", "split", "groups", "frontier", "clamp", "divergence",
+                              "best_gamma")}
+    for name, study in studies.items():
+        c = analysis.compare(study, n_resamples=N_RESAMPLES)
+        csvs = csv_tables(c)
+        for key in ("primary", "headline", "split", "groups", "frontier"):
+            df = csvs.get(f"{key}.csv")
+            if df is not None and len(df):
+                tables[key].append(df.assign(study=name))
+        tables["clamp"].append(clamp_table(name, study))
+        tables["divergence"].append(divergence_table(name, study))
+        a = meta.get(name, {}).get("data_alpha")
+        if name.startswith("synthetic") and a is not None and not _missing(a):
+            tables["best_gamma"].append(best_gamma_table(name, study, float(a)))
+        _save(plot_rate_distortion(c), os.path.join(out, f"{name}_rate_distortion.png"))
+        _save(plot_gamma_vs_final(c), os.path.join(out, f"{name}_gamma_vs_final.png"))
+        _save(plot_divergence(c), os.path.join(out, f"{name}_divergence.png"))
+    for key, parts in tables.items():
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            continue
+        df = pd.concat(parts, ignore_index=True)
+        df = df[["study", *[c for c in df.columns if c != "study"]]]
+        df.to_csv(os.path.join(out, f"{key}.csv"), index=False, float_format="%.6g")
+        print(f"{key}.csv: {len(df)} rows")
+    if alpha:
+        a = alpha_table()
+        a.to_csv(os.path.join(out, "alpha.csv"), index=False, float_format="%.4g")
+        print("\nalpha.csv\n" + a.to_string(index=False))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", default="results/evidence", help="the study folders (step 1)")
+    ap.add_argument("--out", default="docs/results")
+    ap.add_argument("--from-csv", action="store_true", help=f"skip step 1: use OUT/{TRIALS_CSV} and OUT/{STUDIES_JSON}")
+    ap.add_argument("--no-alpha", action="store_true", help="skip alpha.csv (it loads the photos)")
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    csv_path, meta_path = os.path.join(args.out, TRIALS_CSV), os.path.join(args.out, STUDIES_JSON)
+    if not args.from_csv:
+        if not glob.glob(os.path.join(args.root, "*", "study.json")):
+            raise SystemExit(f"error: root={args.root!r} holds no study; allowed: the folder "
+                             f"benchmarks/run_evidence.sh wrote, or --from-csv")
+        trials, meta = export_trials(args.root)
+        trials.to_csv(csv_path, index=False, float_format="%.7g")
+        with open(meta_path, "w") as f:
+            json.dump(meta, f, indent=1, default=float)
+        print(f"{TRIALS_CSV}: {len(trials)} trials from {len(meta)} studies")
+    trials = pd.read_csv(csv_path)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    summarise(trials, meta, args.out, alpha=not args.no_alpha)
     return 0
 
 

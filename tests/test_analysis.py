@@ -525,3 +525,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys, handmade):
     assert "metric='bogus'" in err and "\n" not in err
     assert cli_main([str(handmade), "--no-figures", "--min-seeds", "2", "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "report.md").exists()
+
+
+def test_evidence_is_recomputable_from_the_committed_csv(real_study, tmp_path):
+    """benchmarks/evidence_summary.py: export a real study to trials.csv + studies.json, then
+    rebuild it from those files alone; the comparison (every test's p and effect) is the same."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import evidence_summary as ev
+    finally:
+        sys.path.pop(0)
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(real_study, root / "tiny")
+    out = tmp_path / "docs"
+    assert ev.main(["--root", str(root), "--out", str(out), "--no-alpha"]) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 9 and {"final_val_loss", "final_val_rate", "epochs_to_target", "val_loss@0"} <= set(trials)
+    direct = compare(load_study(real_study), n_resamples=200).tests
+    rebuilt = compare(ev.rebuild(trials, json.loads((out / "studies.json").read_text()))["tiny"], n_resamples=200).tests
+    assert len(direct) == len(rebuilt) > 0
+    for col in ("p", "estimate", "baseline_estimate", "n_pairs"):
+        a, b = direct[col].astype(float).to_numpy(), rebuilt[col].astype(float).to_numpy()
+        bad = ~np.isclose(a, b, rtol=1e-5, equal_nan=True)
+        assert not bad.any(), (col, direct[bad][["variant", "quantity", col]], rebuilt[bad][["variant", "quantity", col]])
+    for name in ("headline.csv", "groups.csv", "divergence.csv"):
+        assert (out / name).exists(), name
+    # and from the CSV alone (what docs/results/ commits), without the study folders
+    shutil.rmtree(root)
+    assert ev.main(["--out", str(out), "--from-csv", "--no-alpha"]) == 0

@@ -209,3 +209,11 @@ def test_a_seed_fixes_weights_data_order_and_noise_for_every_variant():
     pl.seed_everything(8, workers=True, verbose=False)
     other_seed = PowerLawVAE(base.replace(seed=8)).state_dict()
     assert not torch.equal(other_seed["fc_mu.weight"], w0["fc_mu.weight"])
+
+
+def test_median_of_differences_with_infinities_of_both_signs():
+    from analysis.stats import median_inf
+    assert median_inf([-math.inf, math.inf]) == -math.inf            # mean of the middle two is undefined
+    assert median_inf([1.0, 2.0, 3.0, 4.0]) == 2.5
+    assert median_inf([1.0, math.inf]) == math.inf
+    assert list(median_inf(np.array([[-math.inf, math.inf], [1.0, 3.0]]), axis=-1)) == [-math.inf, 2.0]
