@@ -295,7 +295,8 @@ def _same(a, b) -> bool:
 
 def _match(df: pd.DataFrame, keys: list, values) -> pd.DataFrame:
     for k, v in zip(keys, values):
-        df = df[df[k].map(lambda x: _same(x, v))]
+        # a boolean array, never an (empty, object-dtype) Series: pandas would take that for columns
+        df = df.loc[np.fromiter((_same(x, v) for x in df[k]), dtype=bool, count=len(df))]
     return df
 
 

@@ -119,9 +119,11 @@ def _suptitle(fig, text: str, fontsize: float = 10) -> None:
     fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.split("\n")), fontsize=fontsize)
 
 
-def _plain_log_ticks(axis) -> None:
-    """Log-scale ticks at 1, 2, 3, 5 x 10^k written as plain numbers (no overprinted 4x10^0)."""
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+def _plain_log_ticks(axis, decades: float = 2.0) -> None:
+    """Log-scale ticks written as plain numbers (no overprinted 4x10^0): at 1, 2, 3, 5 x 10^k over
+    a narrow range, at 10^k only over more than two decades (else the labels overprint)."""
+    subs = (1.0, 2.0, 3.0, 5.0) if decades <= 2 else (1.0,)
+    axis.set_major_locator(LogLocator(subs=subs, numticks=12 if decades <= 2 else 5))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -580,7 +582,7 @@ def plot_rate_distortion(comparison: Comparison) -> Optional[Figure]:
     fkeys = [k for k in fkeys if k in groups]
     has_frontier = not frontier.empty and "rate" in frontier and "distortion" in frontier
     ctxs, note = _cap(_all_contexts(groups, fkeys))
-    fig, axes = _panels(len(ctxs), width=5.4, height=4.4)
+    fig, axes = _panels(len(ctxs), width=5.4, height=5.6)
     base_color = variant_color(comparison.baseline)
     for ax, (ctx, cg) in zip(axes, ctxs):
         ctx = ctx if isinstance(ctx, tuple) else (ctx,)
@@ -650,13 +652,20 @@ def plot_rate_distortion(comparison: Comparison) -> Optional[Figure]:
         pos = [v for v in rates if math.isfinite(v) and v > 0]
         if len(pos) >= 2 and max(pos) / min(pos) > 10:
             ax.set_xscale("log")
-            _plain_log_ticks(ax.xaxis)
+            _plain_log_ticks(ax.xaxis, math.log10(max(pos) / min(pos)))
         ax.set_xlabel("rate: KL summed over latent dims (nats/example)")
         ax.set_ylabel("distortion: val_recon_mu")
         if fkeys:
             ax.set_title(_ctx_title(fkeys, ctx), fontsize=9, pad=14)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+    # one legend for the figure, below the panels: inside a panel it covers the points that matter
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=3, fontsize=7,
+                   frameon=False)
     epoch = _epoch_note(groups)
     sub = ("baseline frontier traced over β (kl_coeff); points: median across seeds, 95% CIs both ways"
            if has_frontier else "no β sweep: the baseline is a single point, not a frontier")
