@@ -217,3 +217,14 @@ def test_median_of_differences_with_infinities_of_both_signs():
     assert median_inf([1.0, 2.0, 3.0, 4.0]) == 2.5
     assert median_inf([1.0, math.inf]) == math.inf
     assert list(median_inf(np.array([[-math.inf, math.inf], [1.0, 3.0]]), axis=-1)) == [-math.inf, 2.0]
+
+
+def test_matching_nothing_keeps_the_columns():
+    """A frontier context with no trial of some seed: the empty match must still have its columns
+    (pandas reads an empty object-dtype mask as a column selection)."""
+    from analysis.compare import _match
+    df = pd.DataFrame({"lr": [0.1, 0.2], "seed": [0, 1], "rate": [1.0, 2.0]})
+    none = _match(df, ["lr", "seed"], [0.3, 0])
+    assert none.empty and list(none.columns) == ["lr", "seed", "rate"]
+    assert list(_match(df, ["lr", "seed"], [0.2, 1])["rate"]) == [2.0]
+    assert len(_match(df.assign(g=[math.nan, math.nan]), ["g"], [math.nan])) == 2   # nan matches nan
