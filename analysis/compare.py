@@ -512,6 +512,8 @@ def compare(study: Study, baseline: str = "vae", metric: Optional[str] = None,
                         tests.append(_gap_test(len(groups), rec, key, group_keys, gap, min_seeds, n_resamples, seed + i))
                     continue
                 tests.append(_test(len(groups), q, rec, key, group_keys, g, b, reps, min_seeds, n_resamples, seed + i))
+                if q == FINAL:
+                    rec["direction_final"] = _direction(tests[-1])
         groups.append(rec)
 
     groups = pd.DataFrame(groups)
@@ -874,14 +876,17 @@ def _verdict(r: dict, baseline: str, alpha: float, other_objective: bool = False
     if r.get("small"):
         return "not tested (few seeds)"
     p_holm, p = r.get(f"p_holm_{FINAL}"), r.get(f"p_{FINAL}")
+    # the sign of the test's own effect (the median paired difference): the ratio of medians is
+    # undefined when the baseline's median is infinite (at least half its seeds diverged)
+    lower = r.get("direction_final") == "better"
     if p_holm is not None and not pd.isna(p_holm):   # in the corrected family
         if p_holm < alpha:
-            return "better" if r.get("rel_final", 0) < 0 else "worse"
+            return "better" if lower else "worse"
         return "no significant difference"
     if p is None or pd.isna(p):
         return "not tested"
     if p < alpha:
-        return ("lower" if r.get("rel_final", 0) < 0 else "higher") + " (exploratory, uncorrected)"
+        return ("lower" if lower else "higher") + " (exploratory, uncorrected)"
     return "no difference (exploratory)"
 
 

@@ -21,6 +21,8 @@ seed, Holm over the preset's primary family) into:
 - ``frontier.csv``: the baseline's rate-distortion points over beta;
 - ``clamp.csv``: where the clamp matters - powerlaw_clamp against powerlaw seed by seed, by
   latent_dim, min_decay, gamma and lr, with the share of latent dims the floor holds;
+- ``stability.csv``: exploratory - each KL setting against vae at the same lr, latent_dim, beta
+  and seed, pooled over latent_dim: paired divergences and the exact McNemar test;
 - ``divergence.csv``: diverged trials per study, lr, latent_dim and variant (all settings pooled);
 - ``best_gamma.csv``: per synthetic alpha and lr, the gamma with the lowest median final
   val_loss for powerlaw and powerlaw_clamp, against the measured alpha / 2;
@@ -158,6 +160,35 @@ def clamp_table(name: str, study: analysis.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def stability_table(name: str, study: analysis.Study) -> pd.DataFrame:
+    """Exploratory, pooled over latent_dim: each KL setting (variant, gamma, min_decay, ...) against
+    vae at the same lr, latent_dim, beta and seed - divergences in the paired runs and the exact
+    McNemar test on the discordant pairs (more pairs than any one latent size has)."""
+    from analysis.stats import mcnemar_exact
+    from plvae.priors import KL, VARIANTS
+
+    t = study.trials
+    keys = [k for k in ("lr", "latent_dim", "kl_coeff", "seed") if k in t]
+    base = t[t.variant == "vae"][keys + ["diverged"]]
+    params = [p for p in PRIOR_FIELDS if p in t]
+    rows = []
+    kl = t[t.variant.map(lambda v: v != "vae" and VARIANTS[v].divergence == KL)]
+    for (variant, *setting), g in kl.groupby(["variant", *params], dropna=False):
+        v = VARIANTS[variant]
+        for lr, gl in g.groupby("lr"):
+            pairs = gl[keys + ["diverged"]].merge(base, on=keys, suffixes=("", "_vae"))
+            if pairs.empty:
+                continue
+            res = mcnemar_exact(pairs["diverged"].astype(bool), pairs["diverged_vae"].astype(bool))
+            rows.append({"study": name, "lr": lr, "variant": variant,
+                         **{p: val for p, val in zip(params, setting) if v.uses(p)},
+                         "latent_dims": " ".join(str(d) for d in sorted(pairs["latent_dim"].unique())),
+                         "pairs": len(pairs), "diverged": int(pairs["diverged"].sum()),
+                         "vae_diverged": int(pairs["diverged_vae"].sum()), "p_mcnemar": res.pvalue,
+                         "family": "exploratory"})
+    return pd.DataFrame(rows)
+
+
 def divergence_table(name: str, study: analysis.Study) -> pd.DataFrame:
     t = study.trials
     rows = []
@@ -228,8 +259,8 @@ def _save(fig, path: str) -> None:
 
 def summarise(trials: pd.DataFrame, meta: dict, out: str, alpha: bool = True) -> None:
     studies = rebuild(trials, meta)
-    tables = {k: [] for k in ("primary", "headline", "split", "groups", "frontier", "clamp", "divergence",
-                              "best_gamma")}
+    tables = {k: [] for k in ("primary", "headline", "split", "groups", "frontier", "clamp", "stability",
+                              "divergence", "best_gamma")}
     for name, study in studies.items():
         c = analysis.compare(study, n_resamples=N_RESAMPLES)
         csvs = csv_tables(c)
@@ -239,6 +270,7 @@ def summarise(trials: pd.DataFrame, meta: dict, out: str, alpha: bool = True) ->
                 tables[key].append(df.assign(study=name))
         tables["clamp"].append(clamp_table(name, study))
         tables["divergence"].append(divergence_table(name, study))
+        tables["stability"].append(stability_table(name, study))
         a = meta.get(name, {}).get("data_alpha")
         if name.startswith("synthetic") and a is not None and not _missing(a):
             tables["best_gamma"].append(best_gamma_table(name, study, float(a)))

@@ -140,6 +140,10 @@ def test_divergence_is_paired_and_a_diverged_baseline_counts_in_the_target():
     assert t.loc["diverged", "direction"] == "better"
     # 6 of 10 baseline seeds diverged: its median final is inf, so there is no finite target
     assert math.isnan(next(iter(c.targets.values())))
+    # ... and no finite ratio to the baseline: the verdict follows the paired effect's sign
+    head = c.headline.set_index("variant")
+    assert pd.isna(head.loc["powerlaw", "rel_final"]) and head.loc["powerlaw", "direction_final"] == "better"
+    assert "higher" not in head.loc["powerlaw", "verdict"] and "worse" not in head.loc["powerlaw", "verdict"]
     assert any("diverged in at least half" in n for n in c.notes)
 
 
