@@ -1,4 +1,7 @@
-"""``python -m analysis PATH``: print the headline table and write PATH/report/report.md + figures."""
+"""``python -m analysis PATH [PATH ...]`` (installed as ``plvae-analyze``): print the headline table and
+write PATH/report/report.md + figures. With several studies, each variant is compared with the
+baseline of its own study, side by side, and the report goes to --out (default: a ``compare_<A>+<B>``
+folder beside the first study)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +14,7 @@ import warnings
 from plvae import metrics as M
 
 from analysis.compare import compare
-from analysis.load import StudyLoadWarning, load_study
+from analysis.load import StudyLoadWarning, load_studies, load_study
 from analysis.report import REPORT_DIR, answer, headline_table, text_table, write_report
 
 
@@ -22,10 +25,25 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+def _significance(args) -> tuple[float, str]:
+    """The significance level and the option that set it: --alpha is the old spelling (alpha is the
+    spectrum's exponent everywhere else in plvae), kept for a while with a one-line warning."""
+    if args.alpha is None:
+        return args.significance, "--significance"
+    if args.significance is not None:
+        raise ValueError(f"--alpha={args.alpha!r} is invalid with --significance; allowed: --significance only")
+    return args.alpha, "--alpha"
+
+
 def _check(args) -> None:
     """Option values argparse cannot check, each a one-line error naming the value and what is allowed."""
-    if not 0 < args.alpha < 1:
-        raise ValueError(f"--alpha={args.alpha!r} is invalid; allowed: a number in (0, 1)")
+    args.level, option = _significance(args)
+    if args.level is None:
+        args.level = DEFAULT_SIGNIFICANCE
+    if not 0 < args.level < 1:
+        raise ValueError(f"{option}={args.level!r} is invalid; allowed: a number in (0, 1)")
+    if option == "--alpha":   # after the check: a bad value is still one line
+        print("warning: --alpha is deprecated (alpha is the spectrum exponent); use --significance", file=sys.stderr)
     if args.min_seeds < 1:
         raise ValueError(f"--min-seeds={args.min_seeds!r} is invalid; allowed: an integer >= 1")
     if args.target is not None and not math.isfinite(args.target):
@@ -42,16 +60,25 @@ def _check_out(out: str) -> None:
         raise ValueError(f"--out={out!r} is invalid ({e.strerror or e}); allowed: a folder this user can write") from None
 
 
+DEFAULT_SIGNIFICANCE = 0.05
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m analysis",
-                                description="Compare the prior variants of a Ray Tune study for speed and stability.")
-    p.add_argument("path", help="the study folder (<storage_path>/<study_name>)")
-    p.add_argument("--out", help=f"where report.md and the figures go (default PATH/{REPORT_DIR})")
+    p = _Parser(prog="plvae-analyze",
+                description="Compare the prior variants of Ray Tune studies for speed and stability "
+                            "(also `python -m analysis`).")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="a study folder (<storage_path>/<study_name>); several are compared side by side, each "
+                        "variant against its own study's baseline")
+    p.add_argument("--out", help=f"where report.md and the figures go (default PATH/{REPORT_DIR}; several studies: "
+                                 f"compare_<A>+<B> beside the first)")
     p.add_argument("--metric", default=None, help=f"history column to compare on (default {M.DEFAULT_STUDY_METRIC})")
     p.add_argument("--baseline", default="vae", help="the variant everything is compared with (default vae)")
     p.add_argument("--target", type=float, default=None,
                    help="loss to reach for the speed measures (default: the baseline's median final value)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm correction")
+    p.add_argument("--significance", type=float, default=None,
+                   help=f"significance level after Holm correction (default {DEFAULT_SIGNIFICANCE})")
+    p.add_argument("--alpha", type=float, default=None, help=argparse.SUPPRESS)   # deprecated: --significance
     p.add_argument("--min-seeds", type=int, default=3, help="groups with fewer usable trials are not tested")
     p.add_argument("--holm", choices=("primary", "all", "quantity"), default="primary",
                    help="Holm correction over the study's declared primary comparisons (default; every other "
@@ -69,12 +96,16 @@ def main(argv=None) -> int:
             _check_out(args.out)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StudyLoadWarning)
-            study = load_study(args.path)
+            study = load_study(args.paths[0]) if len(args.paths) == 1 else load_studies(args.paths)
         if args.out is None and study.path is not None:
             _check_out(str(study.path / REPORT_DIR))
+        elif args.out is None:
+            args.out = os.path.join(os.path.dirname(study.meta["paths"][0]),
+                                    "compare_" + "+".join(n.replace("/", "_") for n in study.meta["studies"]))
+            _check_out(args.out)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
-        c = compare(study, baseline=args.baseline, metric=args.metric, target=args.target, alpha=args.alpha,
+        c = compare(study, baseline=args.baseline, metric=args.metric, target=args.target, alpha=args.level,
                     min_seeds=args.min_seeds, holm_family=args.holm)
         path = write_report(study, c, out=args.out, figures=not args.no_figures,
                             data_spectrum=not args.no_data_spectrum)

@@ -69,8 +69,10 @@ TUNE_ERROR = "ERROR"
 TUNE_TERMINATED = "TERMINATED"
 TUNE_UNFINISHED = ("RUNNING", "PENDING", "PAUSED")
 
+# The column naming each trial's study when several are loaded together (load_studies).
+STUDY = "study"
 # Swept parameters first, in this order, when present.
-KEY_PARAMS = ("variant", "gamma", "latent_dim", "min_decay", "clip_dim", "decay_rate", "lr",
+KEY_PARAMS = (STUDY, "variant", "gamma", "latent_dim", "min_decay", "clip_dim", "decay_rate", "lr",
               "seed", "dataset", "net", "kl_coeff", "batch_size", "data_seed")
 # Validation losses whose best (minimum) over epochs is kept per trial.
 LOSS_METRICS = (M.VAL_LOSS, M.VAL_RECON, M.VAL_RECON_MU, M.TRAIN_LOSS)
@@ -525,8 +527,9 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def swept_params(trials: pd.DataFrame) -> list[str]:
-    """Config fields with more than one distinct value among the trials (variant always first)."""
-    fields = [c for c in trials.columns if c in TrialConfig.field_names() or c == "variant"]
+    """Config fields with more than one distinct value among the trials (variant always), and the
+    ``study`` column of several studies loaded together, first: each study is its own context."""
+    fields = [c for c in trials.columns if c in TrialConfig.field_names() or c in ("variant", STUDY)]
     out = []
     for c in fields:
         try:
@@ -569,6 +572,77 @@ def _assemble(records: list[dict], history_rows: list[dict], meta: dict, path, s
     lead = [TRIAL_ID, *swept, ITERATION]
     history = history[lead + [c for c in history.columns if c not in lead]]
     return Study(trials=trials, history=history, path=path, meta=meta, skipped=tuple(skipped))
+
+
+def load_studies(paths, warn: bool = True) -> Study:
+    """Several studies as one :class:`Study`: their trials and histories concatenated, with a
+    ``study`` column (each study's name) that ``compare`` treats as part of the context, so every
+    variant is compared with the baseline of its own study, and the tables list the studies side by side.
+
+    Each study loads as ``load_study`` loads it (one warning per study with something skipped). Trial
+    ids that two studies share (a copied study) are prefixed ``<study>:`` in both, so no history mixes;
+    two studies with one name are told apart by their parent folder. ``meta`` holds each study's own
+    study.json under ``studies``; the metric and primary comparisons are kept when all studies agree.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    studies = [load_study(p, warn=warn) for p in paths]
+    if not studies:
+        raise ValueError("paths=[] is invalid; allowed: one or more study directories")
+    roots = [s.path.resolve() for s in studies]
+    for i, root in enumerate(roots):
+        if root in roots[:i]:
+            raise ValueError(f"{root} is given twice; allowed: each study once")
+    names = [s.name for s in studies]
+    if len(set(names)) < len(names):
+        names = [f"{s.path.parent.name}/{n}" if names.count(n) > 1 else n for s, n in zip(studies, names)]
+    if len(set(names)) < len(names):
+        names = [str(s.path) for s in studies]
+    ids = [set(s.trials[TRIAL_ID]) for s in studies]
+    shared = set().union(*[a & b for i, a in enumerate(ids) for b in ids[i + 1:]])
+    trials, history, skipped = [], [], []
+    for s, name in zip(studies, names):
+        t, h = s.trials.copy(), s.history.copy()
+        if shared:
+            t[TRIAL_ID] = f"{name}:" + t[TRIAL_ID].astype(str)
+            h[TRIAL_ID] = f"{name}:" + h[TRIAL_ID].astype(str)
+        t.insert(1, STUDY, name)
+        trials.append(t)
+        history.append(h.drop(columns=[c for c in s.swept if c in h.columns]))
+        skipped += [f"{name}: {x}" for x in s.skipped]
+    if shared:
+        skipped.append(f"{len(shared)} trial id(s) occur in more than one study: every id is prefixed <study>:")
+    trials = pd.concat(trials, ignore_index=True)
+    trials["status"] = pd.Categorical(trials["status"], categories=STATUSES)
+    swept = swept_params(trials)
+    lead = [TRIAL_ID, *swept]
+    trials = trials[lead + [c for c in trials.columns if c not in lead]]
+    trials = trials.sort_values([c for c in (*swept, TRIAL_ID) if c in trials.columns],
+                                kind="stable", na_position="last").reset_index(drop=True)
+    history = pd.concat(history, ignore_index=True)
+    history = history.drop(columns=[c for c in swept if c in history.columns])
+    history = history.merge(trials[lead], on=TRIAL_ID, how="left")
+    history = history.sort_values([TRIAL_ID, ITERATION], kind="stable").reset_index(drop=True)
+    hlead = [*lead, ITERATION]
+    history = history[hlead + [c for c in history.columns if c not in hlead]]
+    metas = [s.meta for s in studies]
+
+    def agreed(get, default):
+        values = [get(m) for m in metas]
+        return values[0] if all(v == values[0] for v in values) else default
+
+    data_alpha = {}
+    for m in metas:   # keyed by dataset: the first study's measurement of a dataset is kept
+        for k, v in (m.get("data_alpha") or {}).items():
+            data_alpha.setdefault(k, v)
+    meta = {"study_name": " + ".join(names), "studies": dict(zip(names, metas)), "paths": [str(r) for r in roots],
+            "metric": agreed(lambda m: m.get("metric"), None),
+            "status": agreed(lambda m: m.get("status"), "mixed"),
+            "study_config": {"primary": agreed(lambda m: (m.get("study_config") or {}).get("primary") or [], [])},
+            "data_alpha": data_alpha}
+    for key in ("scheduler", "search", "preset", "max_epochs"):
+        meta[key] = agreed(lambda m, key=key: m.get(key), "mixed" if key != "max_epochs" else None)
+    return Study(trials=trials, history=history, path=None, meta=meta, skipped=tuple(skipped))
 
 
 def trial_config(study: Study, trial_id: str) -> TrialConfig:
