@@ -16,11 +16,13 @@ from typing import Optional, Sequence
 
 import yaml
 
-from plvae.config import TrialConfig, is_int
+from plvae.config import DATASETS, NETS, TrialConfig, is_int
 from plvae.priors import VARIANT_NAMES
 from tune.study_config import STUDY_METRICS, StudyConfig, StudyError
 from tune.sweeps import INT_SWEEPS, SWEEP_LISTS, SWEEPS, add_data_gamma, bad, parse_values
 
+# Optuna learns from finished trials: without a limit it samples every trial at once, blind.
+OPTUNA_DEFAULT_CONCURRENCY = 4
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "quick"
 
@@ -119,42 +121,128 @@ FLAGS = {"--gamma-from-data": ("gamma_from_data", True), "--shared-storage": ("s
          "--no-dashboard": ("dashboard", False), "--no-reuse-actors": ("reuse_actors", False)}
 
 _HELP = {
+    # what to sweep
     "--variants": f"comma-separated, or 'all' ({', '.join(VARIANT_NAMES)})",
-    "--gammas": "list '0,0.5,1' or range start:stop:step, stop excluded ('0:2:0.1' = 0.0..1.9)",
-    "--epochs": "epochs per trial (TrialConfig.max_epochs; ASHA's max_t)",
+    "--gammas": "list '0,0.5,1' or range start:stop:step, stop excluded ('0:2:0.1' = 0.0..1.9); with "
+                "--gamma-from-data also 'alpha/2', 'alpha', '1.5*alpha'",
+    "--latent-dims": "latent dimensions d (list, e.g. '16,64')",
+    "--min-decays": "floor of the decay s_k for the clamped variants (list or range)",
+    "--clip-dims": "powerlaw_clip: rank after which the decay stays flat (list)",
+    "--decay-rates": "exponential / linear: the rate r of the decay (list or range)",
+    "--lrs": "Adam learning rates (list); sweep them upward to measure stability",
     "--kl-coeffs": "beta values (list or range): sweep them to trace the baseline's rate-distortion frontier",
-    "--metric": f"what ASHA and Optuna minimise: {', '.join(STUDY_METRICS)}",
-    "--search": "grid (deduplicated Cartesian product) or optuna",
-    "--num-samples": "optuna: number of trials (default 16)",
+    "--seeds": "training seeds (list or range): each seed is one paired replicate of every variant",
     "--max-trials": "refuse a study of more trials than this (default 5000)",
+    "--gamma-from-data": "measure the data's exponent alpha and add gamma = alpha/2 (the matched prior) to the grid",
+    # the trial
+    "--epochs": "epochs per trial (TrialConfig.max_epochs; ASHA's max_t)",
+    "--dataset": f"the data ({', '.join(DATASETS)})",
+    "--net": f"encoder/decoder ({', '.join(NETS)})",
+    "--batch-size": "training batch size",
+    "--image-size": "side of the square images the net sees",
+    "--channels": "1 (grey) or 3 (colour)",
+    "--n-train": "generated datasets: training samples",
+    "--n-val": "generated datasets: validation samples",
+    "--kl-estimator": "mc (log q(z) - log p(z), as the original experiments) or analytic",
+    "--kl-reduction": "mean over all elements (as the original experiments) or sum over latent dims",
+    "--enc-out-dim": "encoder feature width before the mu / log-var heads (conv, mlp)",
+    "--hidden-dims": "mlp: hidden layer widths, e.g. '512,256'",
+    "--data-dir": "where torchvision datasets and image folders live (default ~/.cache/plvae)",
+    "--data-alpha": "powerlaw_gaussian: exponent of the data's covariance spectrum",
+    "--data-seed": "which data is drawn (the training seed is --seeds)",
+    # scheduler and search
+    "--metric": f"what ASHA and Optuna minimise: {', '.join(STUDY_METRICS)}",
+    "--search": "grid (deduplicated Cartesian product) or optuna (TPE over the sweep lists' ranges)",
+    "--num-samples": "optuna: number of trials (default 16)",
+    "--search-seed": "optuna: the sampler's seed",
     "--scheduler": "asha (early stopping, default) or fifo (every trial to the end)",
+    "--grace-period": "asha: epochs every trial runs before it can be stopped",
+    "--reduction-factor": "asha: keep 1 in this many trials at each rung (> 1)",
+    # resources
     "--cpus-per-trial": "an integer >= 1; also torch's thread count in the trial",
     "--gpus-per-trial": "a fraction in (0, 1] (Ray packs trials on one GPU) or an integer; 'none' or "
                         "omitted: CPU-only trials",
+    "--max-concurrent": f"trials running at once (default: as resources allow; optuna: "
+                        f"{OPTUNA_DEFAULT_CONCURRENCY}, so TPE learns from finished trials)",
+    "--num-cpus": "local Ray only: CPUs it may use", "--num-gpus": "local Ray only: GPUs it declares",
+    "--no-reuse-actors": "start a fresh worker process per trial (default: reuse, torch imported once)",
+    # cluster and storage
     "--address": "join a running cluster: auto or HOST:PORT (default: start a local Ray)",
     "--storage-path": "results root (default ./results); on a multi-node cluster a URI or shared path",
+    "--shared-storage": "the local --storage-path is shared by every node (NFS)",
+    "--max-failures": "retries of a trial that raised (it resumes from its last checkpoint)",
+    "--keep-checkpoints": "checkpoints kept per trial (the latest ones)",
+    # output and resume
     "--study-name": "results go to <storage-path>/<study-name> (default <preset>_<date>-<time>-<hex>)",
-    "--num-cpus": "local Ray only: CPUs it may use", "--num-gpus": "local Ray only: GPUs it declares",
+    "--verbose": "Tune's console output: 0 (silent) to 3 (every result)",
+    "--no-dashboard": "local Ray without its dashboard",
 }
+# Every option in one of these groups, in this order (--help reads top-down as a study is planned).
+GROUPS = (
+    ("what to sweep", "lists are comma-separated ('0,0.5,1') or ranges start:stop:step, stop excluded",
+     ("--variants", "--gammas", "--latent-dims", "--min-decays", "--clip-dims", "--decay-rates", "--lrs",
+      "--kl-coeffs", "--seeds", "--gamma-from-data", "--max-trials")),
+    ("the trial (data, net, loss)", "fixed for every trial of the study; --set reaches any other TrialConfig field",
+     ("--epochs", "--dataset", "--image-size", "--channels", "--n-train", "--n-val", "--data-dir", "--data-alpha",
+      "--data-seed", "--batch-size", "--net", "--enc-out-dim", "--hidden-dims", "--kl-estimator",
+      "--kl-reduction")),
+    ("scheduler and search", None,
+     ("--metric", "--search", "--num-samples", "--search-seed", "--scheduler", "--grace-period",
+      "--reduction-factor")),
+    ("resources", None, ("--cpus-per-trial", "--gpus-per-trial", "--max-concurrent", "--num-cpus", "--num-gpus",
+                         "--no-reuse-actors")),
+    ("cluster and storage", None, ("--address", "--storage-path", "--shared-storage", "--max-failures",
+                                   "--keep-checkpoints")),
+    ("output and resume", None, ("--study-name", "--verbose", "--no-dashboard")),
+)
+PRINT_CONFIG_HEADER = "# plvae study: the effective configuration; run it with --config FILE\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run_study.py", description="Run a Ray Tune study of power-law-prior VAEs.")
-    p.add_argument("--preset", default=None, help=f"a preset in tune/presets ({', '.join(preset_names())}; "
-                                                  f"default {DEFAULT_PRESET})")
-    p.add_argument("--config", default=None, help="a YAML file of study fields, applied over the preset")
+    p = _Parser(prog="run_study.py", description="Run a Ray Tune study of power-law-prior VAEs. Settings apply "
+                "in this order: the preset, --config, then single options.",
+                epilog="Installed as `plvae-study`; analyse the results with `plvae-analyze <storage-path>/<study-name>`.")
+    study = p.add_argument_group("the study as a whole")
+    study.add_argument("--preset", default=None, help=f"a preset in tune/presets ({', '.join(preset_names())}; "
+                                                      f"default {DEFAULT_PRESET})")
+    study.add_argument("--config", default=None, help="a YAML file of study fields, applied over the preset "
+                                                      "(--print-config writes one)")
+    study.add_argument("--print-config", action="store_true",
+                       help="print the study's effective configuration as YAML (what --config accepts) and exit")
+    groups = {}
+    for title, description, opts in GROUPS:
+        g = p.add_argument_group(title, description)
+        groups.update({opt: g for opt in opts})
     for opt, (dest, _) in OPTIONS.items():
-        p.add_argument(opt, dest=dest.replace(".", "__"), default=None, help=_HELP.get(opt),
-                       metavar=opt.lstrip("-").upper().replace("-", "_"))
+        groups[opt].add_argument(opt, dest=dest.replace(".", "__"), default=None, help=_HELP[opt],
+                                 metavar=opt.lstrip("-").upper().replace("-", "_"))
     for opt, (dest, _) in FLAGS.items():
-        p.add_argument(opt, dest=dest, action="store_true", default=None)
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
-                   help="any TrialConfig field, e.g. --set kl_estimator=analytic (value parsed as YAML)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted study (--study-name, or the "
-                                                         "latest one under --storage-path whose driver is gone)")
-    p.add_argument("--dry-run", action="store_true", help="print the trials (for --resume: which are finished, "
-                                                          "in progress, damaged or missing) and exit without Ray")
+        groups[opt].add_argument(opt, dest=dest, action="store_true", default=None, help=_HELP[opt])
+    groups["--epochs"].add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                                    help="any TrialConfig field, e.g. --set kl_estimator=analytic (value parsed "
+                                         "as YAML; repeatable)")
+    out = groups["--study-name"]
+    out.add_argument("--resume", action="store_true", help="continue an interrupted study (--study-name, or the "
+                                                           "latest one under --storage-path whose driver is gone)")
+    out.add_argument("--dry-run", action="store_true", help="print the trials (for --resume: which are finished, "
+                                                            "in progress, damaged or missing) and exit without Ray")
     return p
+
+
+def effective_config(cfg: StudyConfig, explicit_name: bool) -> dict:
+    """A validated study as the mapping --config reads: every study field and every fixed trial field
+    (TrialConfig defaults included); left out: the provenance fields, and a study name the user did not
+    choose (the generated one would make a second run of the file collide with the first)."""
+    out = {k: v for k, v in cfg.to_dict().items() if k not in ("preset", "config_file")}
+    if not explicit_name:
+        out.pop("study_name")
+    trial = {k: v for k, v in cfg.base_trial().to_dict().items() if k not in SWEEPS}
+    out["trial"] = {**trial, **out["trial"]}
+    return out
+
+
+def print_config(cfg: StudyConfig, explicit_name: bool) -> str:
+    return PRINT_CONFIG_HEADER + yaml.safe_dump(effective_config(cfg, explicit_name), sort_keys=False)
 
 
 def _parse_scalar(name: str, text: str, kind):
@@ -247,6 +335,14 @@ def plan(cfg: StudyConfig, alphas: Optional[dict] = None) -> Plan:
     return Plan(cfg.trial_dicts(extra) if cfg.search == "grid" else [], extra, notes)
 
 
+def max_concurrent(cfg: StudyConfig) -> Optional[int]:
+    """Trials running at once: the user's limit, else OPTUNA_DEFAULT_CONCURRENCY for an Optuna search
+    (never more than its trials), else None (as resources allow)."""
+    if cfg.max_concurrent or cfg.search != "optuna":
+        return cfg.max_concurrent
+    return min(OPTUNA_DEFAULT_CONCURRENCY, cfg.num_samples)
+
+
 def describe(cfg: StudyConfig, trials: list[dict], first: int = 5) -> str:
     """The dry-run text: how many trials, resources each, the fixed fields and the first configs."""
     n = len(trials) if cfg.search == "grid" else cfg.num_samples
@@ -254,8 +350,7 @@ def describe(cfg: StudyConfig, trials: list[dict], first: int = 5) -> str:
     lines = [
         f"study {cfg.study_name}: {n} trials ({cfg.search} search, {cfg.scheduler} scheduler, "
         f"metric {cfg.metric}, {cfg.max_epochs} epochs each)",
-        f"resources per trial: {res['cpu']} CPU, {res['gpu']} GPU; max concurrent: "
-        f"{cfg.max_concurrent or 'as resources allow'}",
+        f"resources per trial: {res['cpu']} CPU, {res['gpu']} GPU; max concurrent: {max_concurrent(cfg) or 'as resources allow'}",
         f"where: {'local Ray' if cfg.address is None else 'cluster ' + cfg.address}; results: {cfg.experiment_path}",
         "fixed: " + ", ".join(f"{k}={v}" for k, v in sorted(cfg.trial.items())),
     ]

@@ -4,7 +4,8 @@
 With no options: the ``quick`` preset, a small real study on this machine (local Ray, offline
 natural-image patches, every prior variant). ``--help`` lists the options; ``--dry-run`` prints
 the trials without starting Ray (with ``--resume``: which trials are finished, in progress,
-damaged or not started). Bad input is one line on stderr (``error: ...``), exit status 2, before
+damaged or not started); ``--print-config`` prints the effective configuration as YAML that
+``--config`` reads back. Bad input is one line on stderr (``error: ...``), exit status 2, before
 Ray starts. Where each job lives: tune/cli.py (options, presets, the plan), tune/study_config.py
 and tune/sweeps.py (the study and its grid), tune/study_record.py (study.json, claim, heartbeat,
 resume), tune/study_data.py (the data once), tune/study_runner.py (Ray and the Tuner).
@@ -16,7 +17,7 @@ import socket
 import sys
 
 from plvae.config import ConfigError
-from tune.cli import config_from_args, describe, plan
+from tune.cli import config_from_args, describe, plan, print_config
 from tune.study_config import StudyConfig, StudyError
 from tune.study_data import check_data_before_ray, load_and_measure
 from tune.study_record import (claim, driver_fields, exists, now_iso, prepare_resume, resume_candidate,
@@ -64,6 +65,11 @@ def new_record(cfg: StudyConfig) -> dict:
 def main(argv=None) -> int:
     try:
         cfg, args = config_from_args(argv)
+        if args.print_config:   # YAML only on stdout, so `plvae-study ... --print-config > study.yaml` works
+            for note in args.notes:
+                print(note, file=sys.stderr)
+            print(print_config(cfg, args.explicit_name), end="")
+            return 0
         for note in args.notes:
             print(note)
         prior = None
