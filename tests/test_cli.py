@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tune.cli import FLAGS, GROUPS, OPTIONS, build_parser, config_from_args, effective_config
@@ -54,8 +55,7 @@ def test_print_config_keeps_a_chosen_name_and_bad_input_is_still_one_line(tmp_pa
 
 
 def test_installed_commands_are_declared_and_help_runs():
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+; the project allows 3.10")
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"plvae-study": "tune.run_study:main", "plvae-analyze": "analysis.__main__:main"}
     for cmd, needle in (([sys.executable, "tune/run_study.py", "--help"], "--print-config"),
