@@ -77,18 +77,22 @@ def bootstrap_ci(x, statistic: Callable = np.median, confidence: float = CONFIDE
         tail = (1 - confidence) / 2
         low, high = np.quantile(boots, [tail, 1 - tail], method="inverted_cdf")
         return Estimate(value, float(low), float(high), n)
+    # No try/except here: an error of scipy's (a bad argument, an older SciPy without ``rng=``) is a
+    # bug to see, not a confidence interval to turn into nan.
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DegenerateDataWarning / divide warnings: handled below
-            try:
-                res = stats.bootstrap((x,), statistic, confidence_level=confidence,
-                                      n_resamples=n_resamples, method=method, rng=rng,
-                                      vectorized=True)
-            except Exception:
-                continue
+            # BCa on a nearly constant sample: DegenerateDataWarning and a nan interval, answered by
+            # the percentile bootstrap next.
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = stats.bootstrap((x,), statistic, confidence_level=confidence, n_resamples=n_resamples,
+                                  method=method, rng=rng, vectorized=True)
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if math.isfinite(low) and math.isfinite(high):
             return Estimate(value, low, high, n)
+    warnings.warn(f"bootstrap CI of {statistic.__name__ if hasattr(statistic, '__name__') else 'statistic'} "
+                  f"over {n} values is not finite (BCa and percentile); reported as nan", RuntimeWarning,
+                  stacklevel=2)
     return Estimate(value, math.nan, math.nan, n)
 
 

@@ -81,3 +81,17 @@ def test_significance_option_and_the_deprecated_alpha(tmp_path, capsys):
         assert analysis_main(argv + bad) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
+
+
+def test_a_failing_bootstrap_is_an_error_not_a_silent_nan(monkeypatch):
+    """An older SciPy (no rng=) or any other error inside scipy.stats.bootstrap surfaces."""
+    from analysis import stats as S
+
+    def old_scipy(*args, rng=None, **kwargs):
+        raise TypeError("bootstrap() got an unexpected keyword argument 'rng'")
+
+    monkeypatch.setattr(S.stats, "bootstrap", old_scipy)
+    with pytest.raises(TypeError, match="rng"):
+        S.bootstrap_ci([1.0, 2.0, 3.0, 4.0])
+    # the cases answered without scipy still are
+    assert S.bootstrap_ci([2.0, 2.0]).low == 2.0 and S.bootstrap_ci([1.0, float("inf")]).n == 2
