@@ -13,6 +13,7 @@ tune/run_study.py, not here.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
 from typing import Optional
 
@@ -24,7 +25,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from plvae import metrics as M
 from plvae.config import ConfigError
-from tune.cli import plan
+from tune.cli import max_concurrent, plan
 from tune.reporting import STUDY_OBJECTIVE
 from tune.study_config import StudyConfig, StudyError, is_uri
 from tune.study_data import load_and_measure
@@ -82,6 +83,34 @@ def check_cluster(cfg: StudyConfig) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- the Tuner
+# Optuna's study, in its journal file beside the trials: `optuna-dashboard <this file>` opens it, and
+# --resume continues with the sampler's history (the searcher Tune pickles points at the same file).
+OPTUNA_JOURNAL = "optuna.journal"
+
+
+def optuna_storage(cfg: StudyConfig):
+    """Optuna's journal file storage in the study folder, or None (in memory) when results go to a
+    URI: a journal file needs a local (or NFS) path the driver writes."""
+    if is_uri(cfg.storage_path):
+        return None
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(os.path.join(cfg.experiment_path, OPTUNA_JOURNAL)))
+
+
+def optuna_search(cfg: StudyConfig, extra: dict):
+    """TPE over the study's space, its history kept in the journal file, at most
+    ``max_concurrent(cfg)`` trials at once (default 4): TPE learns only from finished trials, and
+    with no limit Tune would sample every trial before the first result, a random search."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = OptunaSearch(space=OptunaSpace(cfg.to_dict(), extra), metric=STUDY_OBJECTIVE, mode="min",
+                          seed=cfg.search_seed, study_name=cfg.study_name, storage=optuna_storage(cfg))
+    return ConcurrencyLimiter(search, max_concurrent=max_concurrent(cfg))
+
+
+
 def load_data_once(cfg: StudyConfig, measure: bool) -> tuple["ray.ObjectRef", dict]:
     """The study's data built once, by a one-off task whose worker then exits (max_calls=1): the
     arrays go straight into the object store, every trial reads them zero-copy, and the driver
@@ -130,12 +159,7 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
             if len(values) > 1:
                 param_space[tfield] = tune.choice(values)
     else:
-        from ray.tune.search.optuna import OptunaSearch
-
-        search = OptunaSearch(space=OptunaSpace(cfg.to_dict(), extra), metric=STUDY_OBJECTIVE, mode="min",
-                              seed=cfg.search_seed)
-        if cfg.max_concurrent:
-            search = ConcurrencyLimiter(search, max_concurrent=cfg.max_concurrent)
+        search = optuna_search(cfg, extra)
         num_samples = cfg.num_samples
         param_space = {}
     run_config = tune.RunConfig(

@@ -1,0 +1,48 @@
+"""Optuna searches keep their study in a journal file beside the results (optuna-dashboard opens it;
+a resumed study keeps the sampler's history) and run a few trials at a time by default.
+No Ray cluster is started: the searcher is driven by hand, as Tune drives it."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+from tune.cli import OPTUNA_DEFAULT_CONCURRENCY, config_from_args, describe, max_concurrent  # noqa: E402
+from tune.reporting import STUDY_OBJECTIVE  # noqa: E402
+from tune.study_runner import OPTUNA_JOURNAL, optuna_search  # noqa: E402
+
+
+def optuna_cfg(tmp_path, *more):
+    cfg, _ = config_from_args(["--search", "optuna", "--num-samples", "12", "--variants", "vae,powerlaw_clamp",
+                               "--gammas", "0.5,1.5", "--storage-path", str(tmp_path), "--study-name", "opt", *more])
+    (tmp_path / "opt").mkdir()   # the study folder, claimed before Ray starts
+    return cfg
+
+
+def test_optuna_study_lives_in_a_journal_beside_the_results_and_survives_a_resume(tmp_path):
+    cfg = optuna_cfg(tmp_path)
+    search = optuna_search(cfg, {})
+    assert search.max_concurrent == OPTUNA_DEFAULT_CONCURRENCY == max_concurrent(cfg)
+    for i in range(3):
+        config = search.suggest(f"t{i}")
+        assert config["variant"] in ("vae", "powerlaw_clamp")
+        search.on_trial_complete(f"t{i}", {STUDY_OBJECTIVE: 1.0 - 0.1 * i, "training_iteration": 1})
+    journal = tmp_path / "opt" / OPTUNA_JOURNAL
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name="opt", storage=storage)   # what optuna-dashboard reads
+    assert [t.value for t in study.trials] == pytest.approx([1.0, 0.9, 0.8])
+    # --resume: Tune restores the pickled searcher, which writes on into the same journal
+    again = pickle.loads(pickle.dumps(search))
+    again.suggest("t3")
+    again.on_trial_complete("t3", {STUDY_OBJECTIVE: 0.5, "training_iteration": 1})
+    assert len(optuna.load_study(study_name="opt", storage=storage).trials) == 4
+
+
+def test_concurrency_default_is_capped_by_the_samples_and_the_user_wins(tmp_path):
+    cfg = optuna_cfg(tmp_path, "--max-concurrent", "7")
+    assert optuna_search(cfg, {}).max_concurrent == 7
+    cfg, _ = config_from_args(["--search", "optuna", "--num-samples", "2", "--storage-path", str(tmp_path)])
+    assert max_concurrent(cfg) == 2 and "max concurrent: 2" in describe(cfg, [])
+    grid, _ = config_from_args(["--storage-path", str(tmp_path)])
+    assert max_concurrent(grid) is None    # a grid runs as resources allow
