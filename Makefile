@@ -21,9 +21,10 @@ study: setup
 test: setup
 	$(PY) -m pytest $(ARGS)
 
-# Rehearse a cluster run on one machine: a Ray head and a worker on loopback.
+# Rehearse a cluster run on one machine: a Ray head and a worker on loopback. AUTOSCALING=1: a head
+# alone, and Ray's autoscaler adding cluster.yaml's worker types as trials wait (scripts/local_cluster.sh).
 cluster-up: setup
-	PATH=$(abspath $(VENV))/bin:$$PATH bash scripts/local_cluster.sh start
+	PATH=$(abspath $(VENV))/bin:$$PATH bash scripts/local_cluster.sh $(if $(AUTOSCALING),autoscale,start)
 
 cluster-down:
 	PATH=$(abspath $(VENV))/bin:$$PATH bash scripts/local_cluster.sh stop

@@ -195,3 +195,98 @@ def test_study_runs_trials_on_both_nodes_and_the_dashboard_shows_them(cluster, t
     assert len(trial_nodes) == 2 and trial_nodes <= node_ids, trial_nodes
     # ... and the actors the dashboard showed are the ones that produced those results.
     assert {r["pid"] for r in results.values()} <= {a["pid"] for a in seen_alive.values()}
+
+
+# --- stop and the state dir: no Ray needed ------------------------------------------------------
+
+def script_env(state_dir, **extra) -> dict:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PLVAE_CLUSTER_DIR": str(state_dir), **extra}
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("relative/dir", "absolute path"), ("/", "absolute path"), ("/tmp", "two levels"),
+    ("/tmp/a/../b", "without . or .."), ("/tmp/" + "x" * 40, "at most 36 characters"),
+    ("/tmp/a b", "absolute path"),
+])
+def test_a_bad_state_dir_is_refused_before_anything_is_removed(bad, why):
+    for command in ("start", "autoscale", "stop"):
+        result = run_script(command, script_env(bad), timeout=60)
+        assert result.returncode != 0 and why in result.stderr, (command, result.stderr)
+
+
+def test_a_foreign_or_linked_state_dir_is_left_untouched(tmp_path):
+    foreign = Path(tempfile.mkdtemp(prefix="plf-", dir="/tmp"))
+    link = Path(f"/tmp/pll-{secrets.token_hex(3)}")
+    try:
+        (foreign / "head").mkdir()
+        (foreign / "head" / "precious").write_text("not the script's")
+        (foreign / "notes.log").write_text("mine")
+        for command in ("start", "autoscale"):
+            result = run_script(command, script_env(foreign), timeout=60)
+            assert result.returncode != 0 and "did not make" in result.stderr, result.stderr
+        assert (foreign / "head" / "precious").exists() and (foreign / "notes.log").exists()
+        link.symlink_to(foreign)
+        result = run_script("start", script_env(link), timeout=60)
+        assert result.returncode != 0 and "symbolic link" in result.stderr, result.stderr
+        assert (foreign / "head" / "precious").exists()
+    finally:
+        link.unlink(missing_ok=True)
+        shutil.rmtree(foreign, ignore_errors=True)
+
+
+def test_stop_kills_only_the_recorded_pids():
+    state_dir = Path(tempfile.mkdtemp(prefix="pls-", dir="/tmp"))
+    (state_dir / ".plvae-cluster").touch()
+    # A process whose command line names this cluster's head temp dir, but which the script did
+    # not start (not recorded): matching command lines would have killed it.
+    lookalike = subprocess.Popen(["bash", "-c", f'exec -a "raylet --session-dir={state_dir}/head/session_x" sleep 120'])
+    # A recorded pid that is not a node of this cluster (a stale pid file, the pid reused).
+    stranger = subprocess.Popen(["sleep", "120"])
+    (state_dir / "worker.pid").write_text(str(stranger.pid))
+    try:
+        result = run_script("stop", script_env(state_dir), timeout=60)
+        assert result.returncode == 0, result.stderr
+        time.sleep(0.5)
+        assert lookalike.poll() is None and stranger.poll() is None
+    finally:
+        for p in (lookalike, stranger):
+            p.kill()
+            p.wait(timeout=10)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+# --- the token file (scripts/ray_token.py) ------------------------------------------------------
+
+def run_token_helper(home: Path, *args, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    return subprocess.run([sys.executable, "scripts/ray_token.py", *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=60, env={**clean, "HOME": str(home), **env})
+
+
+def test_the_token_is_created_private_and_an_existing_one_tightened(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    token = home / ".ray" / "auth_token"
+    assert run_token_helper(home).stdout.strip() == "" and not token.exists()  # no --create: nothing made
+    made = run_token_helper(home, "--create")
+    assert made.returncode == 0 and made.stdout.strip() == str(token), made.stderr
+    assert token.stat().st_mode & 0o777 == 0o600 and token.parent.stat().st_mode & 0o777 == 0o700
+    assert len(token.read_text()) == 64
+    before = token.read_text()
+    # What `ray get-auth-token --generate` or a plain local ray.init() leave behind: 0644 in 0755.
+    token.chmod(0o644)
+    token.parent.chmod(0o755)
+    assert run_token_helper(home).returncode == 0
+    assert token.stat().st_mode & 0o777 == 0o600 and token.parent.stat().st_mode & 0o777 == 0o700
+    assert token.read_text() == before   # tightened, never replaced
+    # A file named by RAY_AUTH_TOKEN_PATH is tightened too; a symlink is refused.
+    named = tmp_path / "named_token"
+    named.write_text("x" * 64)
+    named.chmod(0o664)
+    assert run_token_helper(home, RAY_AUTH_TOKEN_PATH=str(named)).returncode == 0
+    assert named.stat().st_mode & 0o777 == 0o600
+    link = tmp_path / "link_token"
+    link.symlink_to(named)
+    refused = run_token_helper(home, RAY_AUTH_TOKEN_PATH=str(link))
+    assert refused.returncode == 1 and "symbolic link" in refused.stderr
