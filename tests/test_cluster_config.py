@@ -8,6 +8,7 @@ is linted with hadolint, and its build context is checked against .dockerignore.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import re
@@ -26,6 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+# BuildKit reads <Dockerfile>.dockerignore, next to the Dockerfile, instead of the root's.
+DOCKERFILE_IGNORE = REPO / "docker" / "Dockerfile.dockerignore"
+CONSTRAINTS = "docker/constraints.txt"
 TOKEN_MOUNT = "~/.ray/auth_token"  # Ray's default token path, on this machine and on every node
 
 
@@ -59,6 +63,27 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
+def project_image_form(config: dict) -> dict:
+    """cluster.yaml with the one-line change its comment documents: the project's own image."""
+    lines = re.findall(r"^\s*#\s*image:\s*(\S+)\s*$", CLUSTER_YAML.read_text(), re.MULTILINE)
+    assert len(lines) == 1, "one commented `image:` line: the project's image"
+    changed = copy.deepcopy(config)
+    changed["docker"]["image"] = lines[0]
+    return changed
+
+
+def load_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ignore_patterns(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
 def start_commands(config: dict) -> list[str]:
     return [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
             if "ray start" in c]
@@ -66,9 +91,15 @@ def start_commands(config: dict) -> list[str]:
 
 # --- cluster.yaml ------------------------------------------------------------------------------
 
-def test_cluster_yaml_passes_the_launchers_checks(monkeypatch):
+@pytest.mark.parametrize("form", ["public Ray image", "project image"])
+def test_cluster_yaml_passes_the_launchers_checks(form, monkeypatch):
     monkeypatch.chdir(REPO)  # `ray up` runs from the repository root; file_mounts are relative to it
-    config = launcher_check(load_cluster())
+    raw = load_cluster() if form == "public Ray image" else project_image_form(load_cluster())
+    config = launcher_check(raw)
+    if form == "public Ray image":   # a new user's first `ray up` pulls it: nothing to build
+        assert config["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    else:
+        assert re.fullmatch(r"<registry>/plvae:[\w.-]+", config["docker"]["image"])
     assert config["provider"]["type"] == "aws" and config["provider"]["region"]
     assert config["idle_timeout_minutes"] > 0
 
@@ -127,10 +158,15 @@ def test_file_mounts_exist_in_the_repo_and_cover_the_package():
     assert mounts.pop(TOKEN_MOUNT, None) == TOKEN_MOUNT
     workdir = [arg for word, arg in dockerfile_instructions() if word == "WORKDIR"][-1]
     for remote, local in mounts.items():
+        assert (REPO / local).exists(), f"{remote}: {local} is not in the repo"
+    for remote, local in mounts.items():
         assert not os.path.isabs(local), f"{remote}: {local} must be relative to the repo root"
         path = (REPO / local).resolve()
         assert path.is_relative_to(REPO) and path.exists(), f"{remote}: {local} is not in the repo"
         assert remote.startswith(workdir + "/"), f"{remote} is outside the image's project dir"
+    # What setup_commands installs from: the project's metadata and its pins.
+    assert mounts.pop(workdir + "/pyproject.toml") == "./pyproject.toml"
+    assert mounts.pop(workdir + "/" + CONSTRAINTS) == "./" + CONSTRAINTS
     # Every package pyproject installs is mounted, so a node never runs a stale copy of one.
     found = re.search(r"\[tool\.setuptools\.packages\.find\]\s*include\s*=\s*\[([^]]*)\]",
                       (REPO / "pyproject.toml").read_text())  # (tomllib is 3.11+; the project allows 3.10)
@@ -140,6 +176,17 @@ def test_file_mounts_exist_in_the_repo_and_cover_the_package():
     # The image installs the project in editable mode in that dir, so the mounted code is what runs.
     installs = [arg for word, arg in dockerfile_instructions() if word == "RUN" and "pip install" in arg]
     assert installs and "--editable ." in installs[0]
+
+
+def test_setup_commands_install_the_synced_project_keeping_the_images_ray():
+    config = load_cluster()
+    setup = " ".join(config["setup_commands"])
+    workdir = [arg for word, arg in dockerfile_instructions() if word == "WORKDIR"][-1]
+    assert f"--editable {workdir}" in setup and "[dev]" not in setup
+    assert "ray==' + ray.__version__" in setup and "--constraint /tmp/ray-constraint.txt" in setup
+    assert f"--constraint {workdir}/{CONSTRAINTS}" in setup
+    # The token copied to the node is made private there too.
+    assert "chmod 600 ~/.ray/auth_token" in setup and "chmod 700 ~/.ray" in setup
 
 
 def test_security_settings():
@@ -156,6 +203,69 @@ def test_security_settings():
         assert "RAY_USAGE_STATS_ENABLED=0" in command, command
     # No account ids, ARNs or access keys.
     assert not re.search(r"\b\d{12}\b|arn:aws|AKIA[0-9A-Z]{16}|aws_secret", text, re.IGNORECASE)
+
+
+def test_ssh_is_asked_for_from_the_users_cidr_only():
+    group = load_cluster()["provider"]["security_group"]
+    assert group["GroupName"]
+    rules = group["IpPermissions"]
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules] == [("tcp", 22, 22)], \
+        "one ingress rule: SSH (Ray adds the cluster's own traffic)"
+    cidrs = [r["CidrIp"] for r in rules[0]["IpRanges"]]
+    assert cidrs == ["<YOUR_PUBLIC_IP>/32"], "a placeholder the user must replace"
+    assert not rules[0].get("Ipv6Ranges") and not rules[0].get("UserIdGroupPairs")
+
+
+def _security_group_script(tmp_path, cidr: str) -> subprocess.CompletedProcess:
+    config = CLUSTER_YAML.read_text().replace("<YOUR_PUBLIC_IP>/32", cidr)
+    (tmp_path / "cluster.yaml").write_text(config)
+    env = {**os.environ, "PLVAE_DRY_RUN": "1", "PLVAE_CLUSTER_YAML": str(tmp_path / "cluster.yaml"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(["bash", "scripts/aws_security_group.sh", "vpc-0abc"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_security_group_is_created_as_declared_and_never_open_to_the_world(tmp_path):
+    made = _security_group_script(tmp_path, "203.0.113.7/32")
+    assert made.returncode == 0, made.stderr
+    commands = [line for line in made.stdout.splitlines() if line.startswith("aws ")]
+    assert "--group-name plvae-cluster" in commands[0] and "--vpc-id vpc-0abc" in commands[0]
+    assert [c for c in commands if "--port 22" in c and "--cidr 203.0.113.7/32" in c]
+    assert [c for c in commands if "--protocol -1 --source-group" in c]   # the nodes reach each other
+    assert "0.0.0.0/0" not in made.stdout
+    for bad in ("<YOUR_PUBLIC_IP>/32", "0.0.0.0/0", "not-a-cidr"):
+        refused = _security_group_script(tmp_path, bad)
+        assert refused.returncode != 0 and "aws ec2" not in refused.stdout, (bad, refused.stdout)
+
+
+def test_nodes_get_scoped_roles_not_rays_default():
+    config = load_cluster()
+    types = config["available_node_types"]
+    assert types[config["head_node_type"]]["node_config"]["IamInstanceProfile"] == {"Name": "plvae-head"}
+    assert types["gpu_worker"]["node_config"]["IamInstanceProfile"] == {"Name": "plvae-worker"}
+    docs = REPO / "docs" / "cluster"
+    head = json.loads((docs / "iam-head-policy.json").read_text())["Statement"]
+    worker = json.loads((docs / "iam-worker-policy.json").read_text())["Statement"]
+
+    def actions(statements):
+        return {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+
+    for statements in (head, worker):
+        assert all(s["Effect"] == "Allow" for s in statements)
+        assert not [a for a in actions(statements) if "*" in a], "no wildcard actions"
+        s3 = [s for s in statements if any(a.startswith("s3:") for a in actions([s]))]
+        assert s3 and all(s["Resource"] in ("arn:aws:s3:::<BUCKET>", "arn:aws:s3:::<BUCKET>/*") for s in s3)
+    assert actions(worker) <= {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:PutObject",
+                               "s3:DeleteObject", "s3:AbortMultipartUpload"}
+    # The head ends only this cluster's nodes and passes only the worker role.
+    for s in head:
+        acts = actions([s])
+        if acts & {"ec2:TerminateInstances", "ec2:StopInstances"}:
+            assert s["Condition"]["StringEquals"]["ec2:ResourceTag/ray-cluster-name"] == config["cluster_name"]
+        if "iam:PassRole" in acts:
+            assert s["Resource"].endswith(":role/plvae-worker")
+        if s["Resource"] == "*":
+            assert all(a.startswith("ec2:Describe") for a in acts), s
 
 
 # --- docker/ -----------------------------------------------------------------------------------
@@ -180,6 +290,16 @@ def test_dockerfile_installs_the_project_as_a_non_root_user():
     assert len(installs) == 1
     assert "[dev]" not in installs[0], "no dev extras in the image"
     assert "--constraint" in installs[0] and "ray==" in installs[0], "pip must keep the base's Ray"
+    assert f"--constraint {CONSTRAINTS}" in installs[0], "the tested versions"
+
+
+def test_constraints_pin_the_tested_environment():
+    pins = load_module("pin_constraints")
+    expected = pins.render(pins.runtime_closure())
+    assert (REPO / CONSTRAINTS).read_text() == expected, \
+        f"{CONSTRAINTS} is stale; run: python scripts/pin_constraints.py"
+    pinned = pins.read_pins(expected)
+    assert pinned["ray"] == ray.__version__ and "torch" in pinned and "pytest" not in pinned
 
 
 def _hadolint() -> str:
@@ -235,9 +355,16 @@ def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
     return excluded
 
 
+def test_the_dockerfiles_ignore_file_is_the_roots_plus_the_pins():
+    """BuildKit filters docker/Dockerfile's context by docker/Dockerfile.dockerignore alone; it
+    must stay the root .dockerignore plus the one file the image adds, docker/constraints.txt."""
+    root = ignore_patterns(DOCKERIGNORE)
+    at = root.index("!analysis/") + 1
+    assert ignore_patterns(DOCKERFILE_IGNORE) == root[:at] + ["!" + CONSTRAINTS] + root[at:]
+
+
 def test_build_context_has_the_sources_and_nothing_else():
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
+    patterns = ignore_patterns(DOCKERFILE_IGNORE)   # what BuildKit uses for docker/Dockerfile
     copies = [arg.split() for word, arg in dockerfile_instructions() if word == "COPY"]
     sources = [s for args in copies for s in [a for a in args if not a.startswith("--")][:-1]]
     assert sources
