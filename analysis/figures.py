@@ -119,6 +119,26 @@ def _suptitle(fig, text: str, fontsize: float = 10) -> None:
     fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.split("\n")), fontsize=fontsize)
 
 
+def _figure_legend(fig, axes, ncol: int = 3) -> None:
+    """One legend for the figure, below the panels (inside a panel it covers the points that
+    matter); each label once, though several panels draw it."""
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=ncol, fontsize=7,
+                   frameon=False)
+
+
+def _log_if_wide(ax, values) -> None:
+    """A log y-axis when the finite positive values span more than two decades (a collapsed
+    prior's loss 10^5 times the others would flatten every other line)."""
+    v = np.asarray([x for x in values if isinstance(x, (int, float)) and math.isfinite(x) and x > 0])
+    if len(v) >= 2 and v.max() / v.min() > 100:
+        ax.set_yscale("log")
+
+
 def _plain_log_ticks(axis, decades: float = 2.0) -> None:
     """Log-scale ticks written as plain numbers (no overprinted 4x10^0): at 1, 2, 3, 5 x 10^k over
     a narrow range, at 10^k only over more than two decades (else the labels overprint)."""
@@ -321,15 +341,16 @@ def plot_gamma_vs_final(comparison: Comparison) -> Optional[Figure]:
     if groups.empty or "gamma" not in groups or FINAL not in groups or not groups[FINAL].notna().any():
         return None
     ctxs, note = _cap(_variant_contexts(groups, comparison))
-    fig, axes = _panels(len(ctxs))
+    fig, axes = _panels(len(ctxs), height=5.2)
     epoch = _epoch_note(groups)
     for ax, (ctx, cg) in zip(axes, ctxs):
         _gamma_lines(ax, cg, FINAL, f"{FINAL}_low", f"{FINAL}_high", " (no γ)")
         _data_gamma_line(ax, comparison)
+        _log_if_wide(ax, pd.to_numeric(cg[FINAL], errors="coerce"))
         ax.set_ylabel(f"final {comparison.metric} (median, 95% CI)")
         ax.set_title(_ctx_title(comparison.context_keys, ctx), fontsize=9, pad=14)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, which="both")
+    _figure_legend(fig, axes)
     _suptitle(fig, f"Final {comparison.metric}{epoch} against γ{note}\n{_EDGE_NOTE}")
     return fig
 
@@ -357,7 +378,7 @@ def plot_divergence(comparison: Comparison) -> Optional[Figure]:
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(_ctx_title(comparison.context_keys, ctx), fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _figure_legend(fig, axes)
     _suptitle(fig, f"Divergence rate against γ{note}", fontsize=11)
     return fig
 
@@ -658,14 +679,7 @@ def plot_rate_distortion(comparison: Comparison) -> Optional[Figure]:
         if fkeys:
             ax.set_title(_ctx_title(fkeys, ctx), fontsize=9, pad=14)
         ax.grid(alpha=0.3, which="both")
-    # one legend for the figure, below the panels: inside a panel it covers the points that matter
-    handles = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=3, fontsize=7,
-                   frameon=False)
+    _figure_legend(fig, axes)
     epoch = _epoch_note(groups)
     sub = ("baseline frontier traced over β (kl_coeff); points: median across seeds, 95% CIs both ways"
            if has_frontier else "no β sweep: the baseline is a single point, not a frontier")

@@ -33,6 +33,7 @@ seed, Holm over the preset's primary family) into:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import math
@@ -252,6 +253,17 @@ def alpha_table(n_draws: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _subset(c, **where):
+    """The comparison restricted to some context values (a figure of one latent size)."""
+    def keep(df):
+        for k, v in where.items():
+            if isinstance(df, pd.DataFrame) and k in df.columns:
+                df = df[df[k] == v]
+        return df
+    return dataclasses.replace(c, groups=keep(c.groups), frontier=keep(c.frontier), headline=keep(c.headline),
+                               per_trial=keep(c.per_trial), tests=keep(c.tests))
+
+
 def _save(fig, path: str) -> None:
     if fig is not None:
         fig.savefig(path, format="png", dpi=DPI)
@@ -275,6 +287,11 @@ def summarise(trials: pd.DataFrame, meta: dict, out: str, alpha: bool = True) ->
         if name.startswith("synthetic") and a is not None and not _missing(a):
             tables["best_gamma"].append(best_gamma_table(name, study, float(a)))
         _save(plot_rate_distortion(c), os.path.join(out, f"{name}_rate_distortion.png"))
+        if "latent_dim" in c.frontier and c.groups["latent_dim"].nunique() > 1:
+            for d in sorted(c.frontier["latent_dim"].unique()):   # the latent sizes with a beta frontier
+                sub = _subset(c, latent_dim=d)
+                _save(plot_rate_distortion(sub), os.path.join(out, f"{name}_d{d}_rate_distortion.png"))
+                _save(plot_gamma_vs_final(sub), os.path.join(out, f"{name}_d{d}_gamma_vs_final.png"))
         _save(plot_gamma_vs_final(c), os.path.join(out, f"{name}_gamma_vs_final.png"))
         _save(plot_divergence(c), os.path.join(out, f"{name}_divergence.png"))
     for key, parts in tables.items():

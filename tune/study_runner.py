@@ -27,6 +27,7 @@ from plvae import metrics as M
 from plvae.config import ConfigError
 from tune.cli import max_concurrent, plan
 from tune.reporting import STUDY_OBJECTIVE
+from tune.auth_token import secure_auth_token
 from tune.study_config import StudyConfig, StudyError, is_uri
 from tune.study_data import load_and_measure
 from tune.study_record import Heartbeat, now_iso, release
@@ -37,7 +38,15 @@ from tune.trainable import train_trial, trial_dirname, trial_name
 
 # ---------------------------------------------------------------------------- Ray
 def connect(cfg: StudyConfig) -> str:
-    """Start a local Ray (dashboard on 127.0.0.1) or join a cluster; return the dashboard URL."""
+    """Start a local Ray (dashboard on 127.0.0.1) or join a cluster; return the dashboard URL.
+
+    Ray turns token authentication on for a new local Ray and would write ~/.ray/auth_token with
+    the umask (world-readable): the token is written (or tightened) first, 0600 in a 0700 ~/.ray."""
+    try:
+        secure_auth_token(create=cfg.address is None and os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled")
+    except OSError as e:
+        raise StudyError(f"auth_token={' '.join(str(e).split())!r} is unusable; allowed: a token file this user "
+                         f"owns (0600), in ~/.ray or named by RAY_AUTH_TOKEN_PATH") from None
     if cfg.address is None:
         ctx = ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=cfg.dashboard,
                        dashboard_host="127.0.0.1", configure_logging=True, logging_level="WARNING",
