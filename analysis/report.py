@@ -569,6 +569,13 @@ def write_report(study: Study, comparison: Optional[Comparison] = None, out=None
         parts.append("\n## Figures\n")
         for name, path in written.items():
             parts.append(f"**{FIGURES[name]}**\n\n![{name}]({Path(path).name})\n")
+        from analysis.reconstructions import save_reconstructions
+        recon_path, reason = save_reconstructions(study, c, out)
+        if recon_path is not None:
+            parts.append(f"**Reconstructions of each variant's best trial (last checkpoint)**\n\n"
+                         f"![reconstructions]({recon_path.name})\n")
+        else:
+            skipped = {**skipped, "reconstructions": reason}
         if skipped:
             parts.append("Not drawn: " + "; ".join(f"{FIGURES.get(k, k)} ({v})" for k, v in skipped.items()) + ".\n")
     ctx = ", ".join(c.context_keys) or "none"

@@ -25,9 +25,12 @@ from tune.reporting import ACCELERATOR, ASSIGNED_GPUS, CHECKPOINT_FILE, NODE_ID
 
 
 def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAULT_STUDY_METRIC,
-                cpus: int = 1) -> None:
+                cpus: int = 1, images: bool = True) -> None:
     """One trial: config is a flat TrialConfig dict; data maps plvae.data.data_key -> DataSplits,
-    built once per study and read from the object store zero-copy (None: the trial loads its own)."""
+    built once per study and read from the object store zero-copy (None: the trial loads its own).
+    images: reconstructions and prior samples to TensorBoard each epoch, into the trial's folder
+    beside Tune's own events (plvae.callbacks.ReconstructionImages)."""
+    from plvae.callbacks import ReconstructionImages
     from plvae.data import data_key
     from plvae.model import train
     from tune.lightning_callback import StudyReportCallback
@@ -42,7 +45,9 @@ def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAU
     ctx = ray.get_runtime_context()
     facts = {NODE_ID: ctx.get_node_id(), ACCELERATOR: accelerator,
              ASSIGNED_GPUS: float(ctx.get_assigned_resources().get("GPU", 0.0))}
-    callback = StudyReportCallback(metric, facts)
+    callbacks = [StudyReportCallback(metric, facts)]
+    if images:
+        callbacks.append(ReconstructionImages(log_dir=tune.get_context().get_trial_dir()))
     with ExitStack() as stack:
         # Scoped to the trial (not the worker process): a torch deprecation repeated every batch.
         stack.enter_context(warnings.catch_warnings())
@@ -52,7 +57,7 @@ def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAU
         if checkpoint is not None:  # a restarted or resumed trial continues from its last epoch
             ckpt_dir = stack.enter_context(checkpoint.as_directory())
             ckpt_path = os.path.join(ckpt_dir, CHECKPOINT_FILE)
-        train(cfg, data=splits, callbacks=[callback], logger=False, ckpt_path=ckpt_path,
+        train(cfg, data=splits, callbacks=callbacks, logger=False, ckpt_path=ckpt_path,
               accelerator=accelerator, devices=1)
 
 
