@@ -115,10 +115,11 @@ OPTIONS = {
     "--num-cpus": ("num_cpus", int), "--num-gpus": ("num_gpus", float), "--address": ("address", str),
     "--storage-path": ("storage_path", str), "--study-name": ("study_name", str),
     "--max-failures": ("max_failures", int), "--keep-checkpoints": ("keep_checkpoints", int),
-    "--verbose": ("verbose", int),
+    "--verbose": ("verbose", int), "--mlflow": ("mlflow", str),
 }
 FLAGS = {"--gamma-from-data": ("gamma_from_data", True), "--shared-storage": ("shared_storage", True),
-         "--no-dashboard": ("dashboard", False), "--no-reuse-actors": ("reuse_actors", False)}
+         "--no-dashboard": ("dashboard", False), "--no-reuse-actors": ("reuse_actors", False),
+         "--no-images": ("images", False)}
 
 _HELP = {
     # what to sweep
@@ -176,6 +177,10 @@ _HELP = {
     "--study-name": "results go to <storage-path>/<study-name> (default <preset>_<date>-<time>-<hex>)",
     "--verbose": "Tune's console output: 0 (silent) to 3 (every result)",
     "--no-dashboard": "local Ray without its dashboard",
+    "--no-images": "no reconstructions or prior samples in TensorBoard (default: 8 of each per epoch, in the trial "
+                   "folder)",
+    "--mlflow": "also log every trial's params and metrics to this MLflow tracking URI (sqlite:///path/mlflow.db, "
+                "http://host:5000; needs plvae[mlflow]); Ray Tune's MLflowLoggerCallback",
 }
 # Every option in one of these groups, in this order (--help reads top-down as a study is planned).
 GROUPS = (
@@ -193,7 +198,7 @@ GROUPS = (
                          "--no-reuse-actors")),
     ("cluster and storage", None, ("--address", "--storage-path", "--shared-storage", "--max-failures",
                                    "--keep-checkpoints")),
-    ("output and resume", None, ("--study-name", "--verbose", "--no-dashboard")),
+    ("output and resume", None, ("--study-name", "--verbose", "--no-dashboard", "--no-images", "--mlflow")),
 )
 PRINT_CONFIG_HEADER = "# plvae study: the effective configuration; run it with --config FILE\n"
 

@@ -89,6 +89,9 @@ class StudyConfig:
     shared_storage: bool = False             # the local storage_path is shared by all nodes (NFS)
     study_name: Optional[str] = None         # default: <preset>_<date>-<time>-<hex>
     dashboard: bool = True
+    # --- watching and tracking
+    images: bool = True                      # reconstructions and prior samples to TensorBoard each epoch
+    mlflow: Optional[str] = None             # an MLflow tracking URI: Tune logs every trial's params and metrics there
     # --- fault tolerance
     max_failures: int = 2
     keep_checkpoints: int = 2
@@ -263,7 +266,14 @@ class StudyConfig:
             self.study_name = default_study_name(self.preset)
         check("study_name", lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*", v),
               "letters, digits, '.', '_', '-' (a directory name)")
-        for flag in ("gamma_from_data", "shared_storage", "dashboard", "reuse_actors"):
+        if self.mlflow is not None:
+            check("mlflow", lambda v: isinstance(v, str) and v.strip() and not v.strip().startswith("-"),
+                  "an MLflow tracking URI (sqlite:///path/mlflow.db, http://host:5000, databricks)")
+            import importlib.util
+
+            if importlib.util.find_spec("mlflow") is None:
+                raise bad("mlflow", self.mlflow, "a tracking URI with mlflow installed (pip install 'plvae[mlflow]')")
+        for flag in ("gamma_from_data", "shared_storage", "dashboard", "reuse_actors", "images"):
             check(flag, lambda v: isinstance(v, bool), "true or false")
         check("max_failures", lambda v: is_int(v) and v >= 0, "an integer >= 0")
         check("keep_checkpoints", lambda v: is_int(v) and v >= 1, "an integer >= 1")

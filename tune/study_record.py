@@ -32,10 +32,11 @@ TUNER_STATE = "tuner.pkl"          # Tune's saved Tuner (Tuner.restore needs it)
 HEARTBEAT_S = 15.0
 STALE_S = 4 * HEARTBEAT_S
 RECORD_FIELDS = ("study_name", "study_config", "status", "started")
-# Options a resume applies (where and with what it runs); every other changed option is refused:
-# Tune keeps the search space, scheduler, searcher (max_concurrent) and run config in its saved state.
+# Options a resume applies (where and with what it runs, and images, which the trainable rebuilt on
+# resume reads); every other changed option is refused: Tune keeps the search space, scheduler,
+# searcher (max_concurrent) and run config (its callbacks: --mlflow) in its saved state.
 RESUME_APPLIES = ("address", "storage_path", "shared_storage", "num_cpus", "num_gpus", "dashboard",
-                  "cpus_per_trial", "gpus_per_trial", "study_name")
+                  "cpus_per_trial", "gpus_per_trial", "study_name", "images")
 
 
 def now_iso() -> str:

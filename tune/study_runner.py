@@ -136,7 +136,7 @@ def load_data_once(cfg: StudyConfig, measure: bool) -> tuple["ray.ObjectRef", di
 
 def make_trainable(cfg: StudyConfig, data):
     """The trial function with the data (an object-store reference) and its resources attached."""
-    fn = tune.with_parameters(train_trial, data=data, metric=cfg.metric, cpus=cfg.cpus_per_trial)
+    fn = tune.with_parameters(train_trial, data=data, metric=cfg.metric, cpus=cfg.cpus_per_trial, images=cfg.images)
     return tune.with_resources(fn, cfg.resources())
 
 
@@ -146,6 +146,32 @@ def progress_reporter(cfg: StudyConfig):
                M.DIVERGED: M.DIVERGED}
     return tune.CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=20,
                             max_column_length=20, print_intermediate_tables=True)
+
+
+def check_tracking(cfg: StudyConfig) -> None:
+    """A local MLflow store (sqlite:///..., file:///..., a path) is opened before Ray starts, so a
+    store this MLflow refuses is one line, not a crash after the trials began; a server is not
+    contacted here (MLflow retries an unreachable one for minutes)."""
+    if not cfg.mlflow or cfg.mlflow.split(":", 1)[0] in ("http", "https", "databricks"):
+        return
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=cfg.mlflow).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - MlflowException, OSError, SQLAlchemy errors: all one line
+        raise StudyError(f"mlflow={cfg.mlflow!r} is invalid ({' '.join(str(e).split())[:160]}); allowed: a tracking "
+                         f"URI this MLflow opens, e.g. sqlite:///path/mlflow.db or http://host:5000") from None
+
+
+def tracking_callbacks(cfg: StudyConfig) -> list:
+    """Ray Tune's own MLflow logger when --mlflow is set: one MLflow run per trial, in an
+    experiment named after the study, with the trial's params and every reported metric."""
+    if not cfg.mlflow:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    return [MLflowLoggerCallback(tracking_uri=cfg.mlflow, experiment_name=cfg.study_name,
+                                 tags={"plvae_study": cfg.study_name})]
 
 
 def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune.Tuner:
@@ -174,7 +200,8 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
     run_config = tune.RunConfig(
         name=cfg.study_name, storage_path=cfg.storage_path, progress_reporter=progress_reporter(cfg),
         verbose=cfg.verbose, failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints))
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+        callbacks=tracking_callbacks(cfg))
     tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=num_samples,
                                   trial_dirname_creator=trial_dirname, trial_name_creator=trial_name,
                                   reuse_actors=cfg.reuse_actors)
@@ -203,6 +230,7 @@ def run(cfg: StudyConfig, record: dict, prior: Optional[dict] = None, out=sys.st
     owns_ray = not ray.is_initialized()  # a Ray already started in this process is used as it is
     fitted = False
     try:
+        check_tracking(cfg)
         dashboard = connect(cfg) if owns_ray else ""
         for note in check_cluster(cfg):
             print(note, file=out)
