@@ -8,11 +8,13 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Re-install when the dependency list changes; `pip install -e` keeps code edits live.
-$(STAMP): pyproject.toml
+# Re-install when the dependency list or the pins change; `pip install -e` keeps code edits live.
+# The runtime dependencies install at the versions the tests passed with (docker/constraints.txt,
+# the same pins the cluster image uses); the dev tools resolve freely within them.
+$(STAMP): pyproject.toml docker/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev]" -c docker/constraints.txt
 	touch $(STAMP)
 
 study: setup

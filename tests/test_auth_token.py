@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def test_a_local_study_makes_its_token_private(tmp_path, monkeypatch):
-    import ray
-
-    from tune.cli import config_from_args
-    from tune.study_runner import connect
-
+def test_a_local_study_makes_its_token_private(tmp_path):
+    """In a process of its own: Ray caches the token it starts with for the life of the process,
+    and this test's token must not leak into the Rays the other tests start."""
     token = tmp_path / "auth_token"
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
-    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    cfg, _ = config_from_args(["--no-dashboard", "--num-cpus", "1", "--storage-path", str(tmp_path / "r")])
+    code = ("import ray\n"
+            "from tune.cli import config_from_args\n"
+            "from tune.study_runner import connect\n"
+            f"cfg, _ = config_from_args(['--no-dashboard', '--num-cpus', '1', '--storage-path', {str(tmp_path / 'r')!r}])\n"
+            "connect(cfg)\n"
+            "assert ray.is_initialized()\n"
+            "ray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
+    env.update(RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0")
     assert not token.exists()
-    try:
-        connect(cfg)
-        assert ray.is_initialized()
-    finally:
-        ray.shutdown()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert token.exists() and stat.S_IMODE(token.stat().st_mode) == 0o600
 
 
