@@ -123,7 +123,7 @@ def headline_table(c: Comparison, markdown: bool = True) -> pd.DataFrame:
     for r in h.to_dict("records"):
         row = {k: fmt(r[k]) for k in ctx}
         row.update({
-            "rank": r["rank"], "variant": r["variant"], "setting": _setting(r), "n": r["n"],
+            "rank": "–" if pd.isna(r["rank"]) else int(r["rank"]), "variant": r["variant"], "setting": _setting(r), "n": r["n"],
             "epoch": fmt(r[EPOCH]),
             f"{c.metric} [95% CI]": fmt_ci(r[FINAL], r[f"{FINAL}_low"], r[f"{FINAL}_high"]),
             "vs baseline": _pct(r["rel_final"]),
