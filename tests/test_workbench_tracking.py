@@ -3,6 +3,8 @@ TensorBoard each epoch (plvae.callbacks), the best trials' reconstructions drawn
 their checkpoints, and --mlflow through Ray Tune's own MLflowLoggerCallback (a local file store)."""
 from __future__ import annotations
 
+import importlib.util
+
 import os
 from pathlib import Path
 
@@ -78,6 +80,9 @@ def test_flags_reach_the_config_and_resume_applies_images_but_refuses_mlflow(tmp
     assert rc == 2 and len(err) == 1 and "--mlflow (None -> file:///tmp/x)" in err[0], err
 
 
+WANDB = importlib.util.find_spec("wandb") is not None
+
+
 @pytest.mark.timeout(180)
 def test_tiny_study_logs_images_to_tensorboard_trials_to_mlflow_and_analysis_draws_reconstructions(tmp_path):
     """One real study (2 trials, 2 epochs): TensorBoard images in each trial folder beside Tune's
@@ -91,7 +96,7 @@ def test_tiny_study_logs_images_to_tensorboard_trials_to_mlflow_and_analysis_dra
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"   # a local store, no server (MLflow 3 refuses file:// stores)
     rc = main(TINY + ["--variants", "vae,powerlaw_clamp", "--gammas", "1", "--seeds", "0", "--epochs", "2",
                       "--scheduler", "fifo", "--num-cpus", "2", "--storage-path", str(tmp_path / "results"),
-                      "--study-name", "wb", "--mlflow", store])
+                      "--study-name", "wb", "--mlflow", store] + (["--wandb", "offline"] if WANDB else []))
     assert rc == 0
     exp = tmp_path / "results" / "wb"
     trials = sorted(p.parent for p in exp.glob("*/params.json"))
@@ -107,6 +112,11 @@ def test_tiny_study_logs_images_to_tensorboard_trials_to_mlflow_and_analysis_dra
     assert sorted(runs["params.variant"]) == ["powerlaw_clamp", "vae"]
     assert runs["metrics.val_loss"].notna().all() and (runs["metrics.training_iteration"] == 2).all()
 
+    if WANDB:   # W&B, offline: one run per trial, written beside the results, with the trial's metrics
+        runs = sorted((exp / "wandb").glob("offline-run-*"))
+        assert len(runs) == 2, list((exp / "wandb").glob("*"))
+        assert all(list(r.glob("*.wandb")) for r in runs)
+
     study = load_study(exp)
     c = compare(study)
     fig, reason = plot_reconstructions(study, c, n=4)
@@ -120,3 +130,9 @@ def test_tiny_study_logs_images_to_tensorboard_trials_to_mlflow_and_analysis_dra
             shutil.rmtree(ckpt)
     fig, reason = plot_reconstructions(load_study(exp, warn=False), c, n=4)
     assert fig is None and "no checkpoint" in reason
+
+
+def test_wandb_mode_is_checked_before_ray(capsys):
+    rc = main(["--wandb", "sometimes", "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "wandb='sometimes'" in err[0] and "offline" in err[0], err

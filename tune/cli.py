@@ -115,7 +115,7 @@ OPTIONS = {
     "--num-cpus": ("num_cpus", int), "--num-gpus": ("num_gpus", float), "--address": ("address", str),
     "--storage-path": ("storage_path", str), "--study-name": ("study_name", str),
     "--max-failures": ("max_failures", int), "--keep-checkpoints": ("keep_checkpoints", int),
-    "--verbose": ("verbose", int), "--mlflow": ("mlflow", str),
+    "--verbose": ("verbose", int), "--mlflow": ("mlflow", str), "--wandb": ("wandb", str),
 }
 FLAGS = {"--gamma-from-data": ("gamma_from_data", True), "--shared-storage": ("shared_storage", True),
          "--no-dashboard": ("dashboard", False), "--no-reuse-actors": ("reuse_actors", False),
@@ -179,6 +179,9 @@ _HELP = {
     "--no-dashboard": "local Ray without its dashboard",
     "--no-images": "no reconstructions or prior samples in TensorBoard (default: 8 of each per epoch, in the trial "
                    "folder)",
+    "--wandb": "also log every trial to Weights & Biases through Ray Tune's WandbLoggerCallback: offline (runs "
+               "saved under <study>/wandb; `wandb sync` uploads them later) or online (needs WANDB_API_KEY); "
+               "needs plvae[wandb]",
     "--mlflow": "also log every trial's params and metrics to this MLflow tracking URI (sqlite:///path/mlflow.db, "
                 "http://host:5000; needs plvae[mlflow]); Ray Tune's MLflowLoggerCallback",
 }
@@ -198,7 +201,7 @@ GROUPS = (
                          "--no-reuse-actors")),
     ("cluster and storage", None, ("--address", "--storage-path", "--shared-storage", "--max-failures",
                                    "--keep-checkpoints")),
-    ("output and resume", None, ("--study-name", "--verbose", "--no-dashboard", "--no-images", "--mlflow")),
+    ("output and resume", None, ("--study-name", "--verbose", "--no-dashboard", "--no-images", "--mlflow", "--wandb")),
 )
 PRINT_CONFIG_HEADER = "# plvae study: the effective configuration; run it with --config FILE\n"
 

@@ -103,6 +103,8 @@ def main(argv=None) -> int:
             claim(cfg, record)
         for key, value in PROCESS_ENV.items():
             os.environ.setdefault(key, value)
+        if cfg.wandb:  # Ray's W&B callback needs no API key only when the mode is in the environment
+            os.environ.setdefault("WANDB_MODE", cfg.wandb)
         from tune.study_runner import run  # imports Ray: only once the input is known to be good
 
         return run(cfg, record, prior)

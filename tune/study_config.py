@@ -92,6 +92,7 @@ class StudyConfig:
     # --- watching and tracking
     images: bool = True                      # reconstructions and prior samples to TensorBoard each epoch
     mlflow: Optional[str] = None             # an MLflow tracking URI: Tune logs every trial's params and metrics there
+    wandb: Optional[str] = None              # W&B mode, "offline" (runs saved beside the results) or "online"
     # --- fault tolerance
     max_failures: int = 2
     keep_checkpoints: int = 2
@@ -273,6 +274,12 @@ class StudyConfig:
 
             if importlib.util.find_spec("mlflow") is None:
                 raise bad("mlflow", self.mlflow, "a tracking URI with mlflow installed (pip install 'plvae[mlflow]')")
+        if self.wandb is not None:
+            check("wandb", lambda v: v in ("offline", "online"), "offline (runs saved under <study>/wandb) or online")
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise bad("wandb", self.wandb, "offline or online with wandb installed (pip install 'plvae[wandb]')")
         for flag in ("gamma_from_data", "shared_storage", "dashboard", "reuse_actors", "images"):
             check(flag, lambda v: isinstance(v, bool), "true or false")
         check("max_failures", lambda v: is_int(v) and v >= 0, "an integer >= 0")

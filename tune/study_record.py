@@ -34,7 +34,7 @@ STALE_S = 4 * HEARTBEAT_S
 RECORD_FIELDS = ("study_name", "study_config", "status", "started")
 # Options a resume applies (where and with what it runs, and images, which the trainable rebuilt on
 # resume reads); every other changed option is refused: Tune keeps the search space, scheduler,
-# searcher (max_concurrent) and run config (its callbacks: --mlflow) in its saved state.
+# searcher (max_concurrent) and run config (its callbacks: --mlflow, --wandb) in its saved state.
 RESUME_APPLIES = ("address", "storage_path", "shared_storage", "num_cpus", "num_gpus", "dashboard",
                   "cpus_per_trial", "gpus_per_trial", "study_name", "images")
 

@@ -166,12 +166,20 @@ def check_tracking(cfg: StudyConfig) -> None:
 def tracking_callbacks(cfg: StudyConfig) -> list:
     """Ray Tune's own MLflow logger when --mlflow is set: one MLflow run per trial, in an
     experiment named after the study, with the trial's params and every reported metric."""
-    if not cfg.mlflow:
-        return []
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    callbacks = []
+    if cfg.mlflow:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    return [MLflowLoggerCallback(tracking_uri=cfg.mlflow, experiment_name=cfg.study_name,
-                                 tags={"plvae_study": cfg.study_name})]
+        callbacks.append(MLflowLoggerCallback(tracking_uri=cfg.mlflow, experiment_name=cfg.study_name,
+                                              tags={"plvae_study": cfg.study_name}))
+    if cfg.wandb:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        # One W&B run per trial in a project named after the study; offline runs are written beside
+        # the results (the entry point sets WANDB_MODE, which Ray's callback reads for offline).
+        callbacks.append(WandbLoggerCallback(project=cfg.study_name, group=cfg.study_name, mode=cfg.wandb,
+                                             dir=cfg.experiment_path if not is_uri(cfg.experiment_path) else None))
+    return callbacks
 
 
 def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune.Tuner:
