@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from plvae import metrics as M
-from plvae.priors import KL, PRIOR_FIELDS, VARIANTS, W2, prior_scale
+from plvae.priors import KL, PRIOR_FIELDS, VARIANTS, W2, matched_gamma, prior_scale
 
 from analysis import stats
 from analysis.load import (EARLY_STOPPED, ERRORED, ITERATION, RUNNING, TIME_TOTAL,
@@ -161,11 +161,6 @@ class Comparison:
             return self.tests
         return self.tests[self.tests["significant"]]
 
-    @property
-    def total_loss_metric(self) -> bool:
-        """True when the compared metric is a total loss: W2 groups are then not comparable."""
-        return self.metric in TOTAL_LOSSES
-
 
 # ------------------------------------------------------------------------------ per trial
 
@@ -236,7 +231,7 @@ class _Trial:
         return q
 
 
-def _trial_curves(study: Study, rec: dict, hist: pd.DataFrame, metric: str) -> _Trial:
+def _trial_curves(rec: dict, hist: pd.DataFrame, metric: str) -> _Trial:
     init = rec.get(initial(metric), math.nan)
     init = float(init) if init is not None and not pd.isna(init) else math.nan
     x, y, t = trial_curve(hist, metric, init)
@@ -320,7 +315,7 @@ def data_alpha_gamma(study: Study) -> tuple[float, float]:
                 break
     alpha = float(alphas[0]) if alphas else math.nan
     if math.isnan(gamma) and math.isfinite(alpha):
-        gamma = round(alpha / 2, 2)
+        gamma = matched_gamma(alpha)
     return alpha, gamma
 
 
@@ -370,7 +365,7 @@ def compare(study: Study, baseline: str = "vae", metric: Optional[str] = None,
 
     hist_by_trial = {tid: h for tid, h in study.history.groupby(TRIAL_ID, sort=False)}
     empty_hist = study.history.iloc[:0]
-    curves = {rec[TRIAL_ID]: _trial_curves(study, rec, hist_by_trial.get(rec[TRIAL_ID], empty_hist), metric)
+    curves = {rec[TRIAL_ID]: _trial_curves(rec, hist_by_trial.get(rec[TRIAL_ID], empty_hist), metric)
               for rec in masked.to_dict("records")}
     masked = masked.assign(_g=[_key(r) for r in zip(*[masked[k] for k in group_keys])])
 
@@ -453,11 +448,11 @@ def compare(study: Study, baseline: str = "vae", metric: Optional[str] = None,
 
     # --------------------------------------------------------------- rate-distortion frontier
     frontier_keys = [k for k in context_keys if k != BETA]
-    frontier, frontier_trials = _frontier(per_trial, masked, baseline, frontier_keys, reps, n_resamples, seed)
+    frontier, frontier_trials = _frontier(per_trial, baseline, frontier_keys, n_resamples, seed)
 
     # --------------------------------------------------------------- group summaries and tests
     groups, tests = [], []
-    equiv = _equivalences(masked, group_trials, group_keys, context_keys, study)
+    equiv = _equivalences(group_trials, group_keys, context_keys)
     for i, (key, g) in enumerate(per_trial.groupby("_g", sort=True)):
         ctx = key[:len(context_keys)]
         bkey = base_of.get(ctx)
@@ -694,8 +689,8 @@ def _fixed_matches(per_trial: pd.DataFrame, field_: str, want) -> bool:
 
 # ------------------------------------------------------------------------------ rate-distortion
 
-def _frontier(per_trial: pd.DataFrame, masked: pd.DataFrame, baseline: str, frontier_keys: list, reps: list,
-              n_resamples: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frontier(per_trial: pd.DataFrame, baseline: str, frontier_keys: list, n_resamples: int, seed: int
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The baseline's rate-distortion points over beta, per frontier context (contexts without
     kl_coeff) where beta takes two or more values: (median points with CIs, the per-trial points).
 
@@ -758,8 +753,7 @@ def _gap(g: pd.DataFrame, frontier_trials: pd.DataFrame, frontier_keys: list, re
 
 # ------------------------------------------------------------------------------ equivalence
 
-def _equivalences(masked: pd.DataFrame, group_trials: dict, group_keys: list, context_keys: list,
-                  study: Study) -> dict:
+def _equivalences(group_trials: dict, group_keys: list, context_keys: list) -> dict:
     """{group key: "a ≡ b"} for groups of one context whose configurations are identical by
     construction: the same prior scales s, sampling and divergence (e.g. powerlaw_clamp whose
     floor min_decay is never reached within latent_dim equals powerlaw)."""

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from plvae import metrics as M
+from plvae.priors import matched_gamma
 
 from analysis import stats
 from analysis.compare import (ASHA_STOPPED, AUC, BETA, DISTORTION, DISTORTION_GAP, DIVERGED, EPOCH,
-                              EPOCHS_TO_TARGET, FINAL, FIRST_EPOCH_RATIO, LABELS, MAX_INCREASE, PRIMARY, RATE,
+                              EPOCHS_TO_TARGET, FINAL, FIRST_EPOCH_RATIO, LABELS, MAX_INCREASE, RATE,
                               SECONDS_TO_TARGET, SPREAD, TOTAL_LOSS, VARIANT_PARAMS, Comparison, compare)
 from analysis.load import STATUSES, Study
 
@@ -185,8 +186,6 @@ def primary_table(c: Comparison) -> pd.DataFrame:
         inf = "never" if "target" in q else "∞"
         if q == DIVERGED:
             effect = f"{fmt(r['estimate'])} vs {fmt(r['baseline_estimate'])} diverged"
-        elif q == DISTORTION_GAP:
-            effect = fmt_ci(r["diff"], r["diff_low"], r["diff_high"])
         else:
             effect = fmt_ci(r["diff"], r["diff_low"], r["diff_high"], inf=inf)
         rows.append({**{k: fmt(r[k]) for k in ctx}, "variant": r["variant"], "setting": _setting(r),
@@ -282,23 +281,6 @@ def stability_table(c: Comparison) -> pd.DataFrame:
                      "p   ": fmt_p(r.get(f"p_{ASHA_STOPPED}")),
                      f"total {M.VAL_LOSS}*": fmt(r[TOTAL_LOSS]),
                      "flag": f"n < {c.min_seeds}: not tested" if r["small"] else ""})
-    return pd.DataFrame(rows)
-
-
-def tests_table(c: Comparison) -> pd.DataFrame:
-    t = c.tests
-    ctx = _context_cols(c, t)
-    rows = []
-    for r in t.to_dict("records"):
-        rows.append({**{k: fmt(r[k]) for k in ctx}, "variant": r["variant"], "setting": _setting(r),
-                     "quantity": LABELS.get(r["quantity"], r["quantity"]), "family": r["family"],
-                     "test": r["test"] + (" (paired)" if r["paired"] else ""),
-                     "n vs baseline": f"{r['n']} vs {r['n_baseline']}",
-                     "estimate": fmt(r["estimate"], inf="never" if "target" in r["quantity"] else "∞"),
-                     "baseline": fmt(r["baseline_estimate"], inf="never" if "target" in r["quantity"] else "∞"),
-                     "p": fmt_p(r["p"]), "p (Holm)": fmt_p(r["p_holm"]),
-                     "result": (f"significant, {r['direction']}" if r["significant"] else
-                                (r["note"] or "not significant"))})
     return pd.DataFrame(rows)
 
 
@@ -467,7 +449,7 @@ def _study_facts(study: Study, c: Comparison) -> list[str]:
     ]
     if study.data_alpha:
         lines.append("- measured data spectrum exponent α: " + ", ".join(
-            f"{k} {fmt(v)} (a matched prior has γ = α/2 = {fmt(round(v / 2, 2)) if isinstance(v, (int, float)) else '?'}; "
+            f"{k} {fmt(v)} (a matched prior has γ = α/2 = {fmt(matched_gamma(v)) if isinstance(v, (int, float)) else '?'}; "
             f"measured on the training split)"
             for k, v in study.data_alpha.items()))
     if study.skipped:

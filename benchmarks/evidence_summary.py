@@ -50,7 +50,7 @@ from analysis.load import best, final
 from analysis.report import csv_tables
 from analysis.stats import bootstrap_ci, median_inf, paired_differences, wilcoxon_paired
 from plvae import metrics as M
-from plvae.priors import PRIOR_FIELDS, prior_scale
+from plvae.priors import PRIOR_FIELDS, matched_gamma, prior_scale
 
 CURVES = (M.VAL_LOSS, M.VAL_RECON_MU, M.VAL_RATE, "time_total_s")
 PARAMS = ("variant", *PRIOR_FIELDS, "latent_dim", "lr", "kl_coeff", "seed", "dataset", "data_alpha", "image_size",
@@ -212,7 +212,7 @@ def best_gamma_table(name: str, study: analysis.Study, alpha: float) -> pd.DataF
         med = g.groupby("gamma")["final"].median()
         vae = t[(t.variant == "vae") & (t.lr == lr)]["final"]
         rows.append({"study": name, "lr": lr, "variant": variant, "measured_alpha": alpha,
-                     "alpha_over_2": round(alpha / 2, 2), "best_gamma": float(med.idxmin()),
+                     "alpha_over_2": matched_gamma(alpha), "best_gamma": float(med.idxmin()),
                      "best_median_final": float(med.min()), "vae_median_final": float(np.median(vae)),
                      "gammas": " ".join(f"{x:g}" for x in med.index),
                      "medians": " ".join(f"{x:.5g}" for x in med.to_numpy())})

@@ -96,6 +96,12 @@ VARIANTS: dict[str, Variant] = {
 VARIANT_NAMES = tuple(VARIANTS)
 
 
+def matched_gamma(alpha: float) -> float:
+    """The gamma whose prior variance spectrum k^(-2 gamma) matches data of exponent alpha
+    (gamma = alpha / 2), to 0.01: what --gamma-from-data adds and the analysis calls "data"."""
+    return round(alpha / 2, 2)
+
+
 def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]

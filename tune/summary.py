@@ -52,7 +52,7 @@ def summary_text(cfg: StudyConfig, record: dict, wall_s: float) -> str:
         apart = cfg.metric in (M.VAL_LOSS, M.TRAIN_LOSS)
         other = {v for v in record["best_per_variant"] if apart and VARIANTS[v].divergence == W2}
         lines.append(f"best per variant on {cfg.metric} (last reported value; epochs may differ under ASHA: "
-                     f"compare with {ANALYSIS_COMMAND.split(' {')[0]}):")
+                     f"the analysis below compares at equal epochs):")
         ranked = sorted(record["best_per_variant"].items(), key=lambda kv: (kv[0] in other, kv[1][cfg.metric]))
         for variant, b in ranked:
             used = [k for k in SWEEPS if k != "variant" and b.get(k) is not None and uses(VARIANTS[variant], k)]

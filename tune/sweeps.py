@@ -13,7 +13,7 @@ import re
 from typing import Any, Optional
 
 from plvae.config import ConfigError, TrialConfig
-from plvae.priors import VARIANTS, Variant
+from plvae.priors import VARIANTS, Variant, matched_gamma
 
 # Swept TrialConfig field -> the StudyConfig list holding its values, in grid order.
 SWEEPS = {"variant": "variants", "gamma": "gammas", "latent_dim": "latent_dims", "min_decay": "min_decays",
@@ -53,16 +53,11 @@ def resolve_gamma(value, alpha: float) -> float:
     return round(float(m.group(1) or 1) * alpha / float(m.group(2) or 1), 2)
 
 
-def data_gamma(alpha: float) -> float:
-    """The prior whose variance spectrum k^(-2 gamma) matches data of exponent alpha, to 0.01."""
-    return round(alpha / 2, 2)
-
-
 def add_data_gamma(cfg, alphas: dict) -> dict:
     """--gamma-from-data: add gamma = alpha/2 to the gammas (and resolve 'alpha/2'-style entries);
     return the trials' extra tags {"data_alpha", "data_gamma"}."""
     alpha = next(iter(alphas.values()))  # the data fields are fixed in a study: one dataset
-    gamma = data_gamma(alpha)
+    gamma = matched_gamma(alpha)
     if not math.isfinite(alpha) or gamma < 0:
         raise StudyError(f"gamma_from_data: measured alpha={alpha:.3f} gives gamma={gamma} < 0; allowed: "
                          "data whose spectrum decays (alpha > 0)")
