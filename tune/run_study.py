@@ -22,6 +22,7 @@ from tune.study_config import StudyConfig, StudyError
 from tune.study_data import check_data_before_ray, load_and_measure
 from tune.study_record import (claim, driver_fields, exists, now_iso, prepare_resume, resume_candidate,
                                resume_report)
+from tune.staging import finish_interrupted_copy
 from tune.reporting import STUDY_OBJECTIVE
 
 # Environment variables Ray reads, set once here at the entry point (setdefault: the user's own win).
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
             p = plan(cfg, alphas)
             print("\n".join(p.notes + [describe(cfg, p.trials)]))
             if prior is not None:
-                print("\n".join(resume_report(cfg, prior, p.trials)))
+                print("\n".join(resume_report(cfg, prior, p.trials) + finish_interrupted_copy(cfg, dry_run=True)))
             return 0
         if cfg.address is not None:
             preflight_address(cfg.address)
@@ -101,6 +102,9 @@ def main(argv=None) -> int:
         record = prior or new_record(cfg)
         if prior is None:
             claim(cfg, record)
+        else:   # before Tune reads the study back: the copy a killed driver left half done
+            for note in finish_interrupted_copy(cfg):
+                print(note)
         for key, value in PROCESS_ENV.items():
             os.environ.setdefault(key, value)
         if cfg.wandb:  # Ray's W&B callback needs no API key only when the mode is in the environment
