@@ -29,6 +29,7 @@ from plvae.nets import build_nets
 from plvae.priors import divergence, get_variant, kl_normal, prior_scale
 
 _VAL_NOISE_STREAM = 1_000_003  # offsets the validation noise seed from the training seed
+_TRAIN_TERMS = (M.LOSS, M.RECON, M.DIVERGENCE)
 
 
 class PowerLawVAE(pl.LightningModule):
@@ -51,6 +52,8 @@ class PowerLawVAE(pl.LightningModule):
         self.initial_metrics: dict[str, float] = {}
         self._val_sums: dict[str, float] = {}
         self._val_mus: list[torch.Tensor] = []
+        self._train_sums: dict[str, torch.Tensor] = {}
+        self._train_n = 0
 
     # ------------------------------------------------------------------ the model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +93,9 @@ class PowerLawVAE(pl.LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
+    def on_train_epoch_start(self):
+        self._train_sums, self._train_n = {}, 0
+
     def training_step(self, batch, batch_idx):
         x = self._images(batch)
         terms = self.loss_terms(x, torch.randn(x.shape[0], self.cfg.latent_dim, device=x.device, dtype=x.dtype))
@@ -97,11 +103,27 @@ class PowerLawVAE(pl.LightningModule):
         if not torch.isfinite(loss):
             # Divergence is a research outcome: record it, skip this update and stop cleanly.
             self._mark_diverged()
+            self._log_train_means()
             return None
-        for name in (M.LOSS, M.RECON, M.DIVERGENCE):
-            self.log(M.metric(M.TRAIN, name), terms[name].detach(), on_step=False, on_epoch=True,
-                     batch_size=x.shape[0])
+        # The epoch's train metrics are summed here (no host sync) and logged once, at the last
+        # batch: self.log on every step cost about 12% of a CPU epoch (BENCHMARKS.md, engine).
+        n = x.shape[0]
+        for name in _TRAIN_TERMS:
+            term = terms[name].detach() * n
+            self._train_sums[name] = self._train_sums[name] + term if name in self._train_sums else term
+        self._train_n += n
+        if self._trainer is not None and self.trainer.is_last_batch:
+            self._log_train_means()
         return loss
+
+    def _log_train_means(self) -> None:
+        """train_loss, train_recon, train_divergence: this epoch's per-example means over the
+        finite steps so far (what Lightning's on_epoch=True mean over steps, weighted by batch size,
+        gives)."""
+        if self._train_n and self._trainer is not None:
+            for name, total in self._train_sums.items():
+                self.log(M.metric(M.TRAIN, name), total / self._train_n, on_step=False, on_epoch=True,
+                         batch_size=self._train_n)
 
     def _mark_diverged(self) -> None:
         self.diverged = True
@@ -237,6 +259,8 @@ def quiet_lightning():
             lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="`training_step` returned `None`")
+            # A torch deprecation inside Lightning, repeated every batch; nothing a user can act on.
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
             yield
     finally:
         for lg, level in zip(loggers, levels):

@@ -66,6 +66,32 @@ def test_divergence_is_recorded_not_raised():
     assert out[M.DIVERGED] == 1.0
 
 
+def test_train_metrics_are_each_epochs_mean_over_examples():
+    """Summed in training_step and logged once at the last batch: the per-example mean over the
+    epoch's steps, weighted by batch size (the last batch is smaller here), every epoch."""
+    import pytorch_lightning as pl
+
+    class Steps(pl.Callback):
+        def __init__(self):
+            self.steps, self.epochs = [], []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.steps.append((float(outputs["loss"]), batch.shape[0]))
+
+        def on_train_epoch_end(self, trainer, module):
+            self.epochs.append((float(trainer.callback_metrics[M.TRAIN_LOSS]), self.steps))
+            self.steps = []
+
+    seen = Steps()
+    train(tiny("powerlaw_clamp", gamma=0.5, batch_size=100, max_epochs=2), callbacks=[seen])
+    assert len(seen.epochs) == 2
+    for logged, steps in seen.epochs:
+        sizes = [n for _, n in steps]
+        assert len(sizes) > 2 and sizes[-1] < sizes[0]   # so weighting by batch size matters
+        assert logged == pytest.approx(sum(v * n for v, n in steps) / sum(sizes), rel=1e-5)
+        assert logged != pytest.approx(sum(v for v, _ in steps) / len(steps), rel=1e-7)
+
+
 def test_validation_noise_is_the_same_every_epoch():
     cfg = tiny("powerlaw_clamp", gamma=1.0, max_epochs=1)
     from plvae.data import VAEDataModule

@@ -349,3 +349,14 @@ def test_gpus_per_trial_without_a_gpu_is_refused_before_any_trial(tmp_path, caps
     assert len(err) == 1 and err[0].startswith("error: gpus_per_trial=0.5 is invalid with 0 GPUs"), err
     assert not (tmp_path / "nogpu").exists()
     assert not ray.is_initialized()
+
+
+def test_trial_worker_keeps_freed_memory_on_glibc():
+    """Set in every trial (tune/trainable.py): glibc's fixed malloc thresholds, without which a
+    trial's thread arena can map and unmap each step's tensors (BENCHMARKS.md, engine)."""
+    import platform
+
+    from tune.trainable import keep_freed_memory
+
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is on_glibc
