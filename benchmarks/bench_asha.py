@@ -141,6 +141,22 @@ class AshaRungs:
         return stop or it >= self.max_t
 
 
+def rank_correlation(fifo: dict) -> dict:
+    """Spearman's rho between each epoch's objective and the final one, over FIFO's ranked
+    (KL, finite) trials: how well an early rung's order predicts the final order, which is what
+    ASHA bets on."""
+    from scipy.stats import spearmanr
+
+    curves = [c["objective"] for tid, c in fifo["curves"].items()
+              if ranked(fifo["curves"], tid) and len(c["objective"]) == fifo["max_epochs"]
+              and all(v is not None and math.isfinite(v) and v < 1e5 for v in c["objective"])]
+    out = {}
+    for e in range(1, fifo["max_epochs"]):
+        rho = spearmanr([c[e - 1] for c in curves], [c[-1] for c in curves]).statistic if len(curves) > 2 else None
+        out[str(e)] = None if rho is None or not math.isfinite(rho) else round(float(rho), 3)
+    return {"trials": len(curves), "rho_with_final_by_epoch": out}
+
+
 def replay_asha(fifo: dict, grace: int, rf: float, max_t: int, slots: int) -> dict:
     """ASHA replayed on FIFO's curves: the rung cutoffs recomputed from the results (AshaRungs),
     `slots` trials at a time started in grid order, each epoch lasting what FIFO measured."""
@@ -179,7 +195,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--num-cpus", type=int, default=2, help="the local Ray's CPUs = concurrent trials")
-    ap.add_argument("--replay", default="1:2,1:3,1:4,2:2,2:3",
+    ap.add_argument("--replay", default="1:2,1:3,1:4,2:2,2:3,2:4,3:2,3:3,4:2",
                     help="grace:reduction_factor settings to replay on FIFO's curves")
     ap.add_argument("--json", default=None)
     ap.add_argument("--quick", action="store_true",
@@ -258,6 +274,9 @@ def main(argv=None) -> int:
         "goal": "ratio_total <= 0.5",
         "goal_met": bool(found and ratio_total <= 0.5),
         "replay_on_fifo_curves": replays,
+        "rank_correlation": rank_correlation(fifo),
+        "cheapest_setting_within_2pct": min((k for k, r in replays.items() if r["within_2pct"]),
+                                            key=lambda k: replays[k]["trial_epochs"], default=None),
         "replay_of_real_setting_trial_epochs": replays.get(preset_key, {}).get("trial_epochs"),
         "replay_matches_real_asha": replays.get(preset_key, {}).get("trial_epochs") == asha_epochs,
         "benchmark_wall_s": round(total, 1),
@@ -273,6 +292,10 @@ def main(argv=None) -> int:
         best = "-" if r["best"] is None else f"{r['best']:.5f}"
         print(f"| {k} | {r['trial_epochs']} | {r['ratio_total']} | {best} | {r['within_2pct']} | "
               f"{r['ratio_to_find']} |")
+    print(f"cheapest replayed setting within 2%: {out['cheapest_setting_within_2pct']}")
+    rc = out["rank_correlation"]
+    print(f"\nSpearman rho of epoch e's {METRIC} with the final one ({rc['trials']} FIFO trials): "
+          + ", ".join(f"e{e} {r}" for e, r in rc["rho_with_final_by_epoch"].items()))
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

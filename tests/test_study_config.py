@@ -402,13 +402,13 @@ def test_cli_subprocess_dry_run_as_a_script_from_any_directory(tmp_path):
 
 
 def test_grace_period_binds_only_asha_and_a_preset_grace_is_clamped(capsys, tmp_path):
-    cfg, _ = config_from_args(["--epochs", "1", "--scheduler", "fifo"])   # the preset's grace is 2
+    cfg, _ = config_from_args(["--preset", "full", "--epochs", "1", "--scheduler", "fifo"])   # its grace is 2
     assert cfg.max_epochs == 1
-    # --epochs 1 with the default preset (ASHA, grace 2): clamped, and the study says so.
-    cfg, args = config_from_args(["--epochs", "1"])
+    # --epochs 1 with a preset whose ASHA grace is 2: clamped, and the study says so.
+    cfg, args = config_from_args(["--preset", "full", "--epochs", "1"])
     assert cfg.grace_period == 1 and cfg.scheduler == "asha"
     assert args.notes == ["note: grace_period 2 (from the preset) clamped to max_epochs=1"]
-    assert main(["--epochs", "1", "--dry-run", "--storage-path", str(tmp_path)]) == 0
+    assert main(["--preset", "full", "--epochs", "1", "--dry-run", "--storage-path", str(tmp_path)]) == 0
     assert "clamped" in capsys.readouterr().out
     # A grace period the user set is theirs: too large is an error, not silently changed.
     with pytest.raises(StudyError, match=r"^grace_period=3 is invalid"):
