@@ -10,6 +10,7 @@ trainable, never loads it.
 """
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import ExitStack
 from typing import Optional
@@ -21,6 +22,8 @@ from ray import tune
 from plvae import metrics as M
 from plvae.config import TrialConfig
 from tune.reporting import ACCELERATOR, ASSIGNED_GPUS, CHECKPOINT_FILE, NODE_ID
+
+RAY_CHECKPOINT_LOGGER = "ray.train._internal.storage"   # where Ray 2.60 logs each persisted checkpoint
 
 
 def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAULT_STUDY_METRIC,
@@ -49,6 +52,11 @@ def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAU
     if images:
         callbacks.append(ReconstructionImages(log_dir=tune.get_context().get_trial_dir()))
     with ExitStack() as stack:
+        # Ray logs "Checkpoint successfully created at: ..." for every epoch of every trial, which
+        # buries the study's own output; quiet for this trial only (restored when it ends).
+        ray_storage_log = logging.getLogger(RAY_CHECKPOINT_LOGGER)
+        stack.callback(ray_storage_log.setLevel, ray_storage_log.level)
+        ray_storage_log.setLevel(max(ray_storage_log.getEffectiveLevel(), logging.WARNING))
         ckpt_path = None
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:  # a restarted or resumed trial continues from its last epoch
