@@ -34,6 +34,7 @@ def emit(out: dict, json_path: str | None) -> None:
 # built on first access (PEP 562), so scripts without Ray (bench_gpu) can import this module.
 STUDY_CLOCK = "_common.StudyClock"
 STUDY_EVENTS: list = []   # (kind "start" | "result" | "complete", trial_id, time.time(), payload)
+STUDY_CLOCK_FILE = "PLVAE_STUDY_CLOCK_FILE"   # when set, the clock also appends its events there
 
 
 def _study_clock_class():
@@ -41,18 +42,27 @@ def _study_clock_class():
 
     from ray.tune import Callback
 
+    path = os.environ.get(STUDY_CLOCK_FILE)
+
+    def note(event):
+        STUDY_EVENTS.append(event)
+        if path:   # a study run as its own process: one JSON line per event
+            with open(path, "a") as f:
+                extra = {"iteration": event[3].get("result", {}).get("training_iteration"),
+                         "variant": event[3].get("config", {}).get("variant")}
+                f.write(json.dumps([*event[:3], extra]) + "\n")
+
     class StudyClock(Callback):
         """The driver's arrival time of every trial start, result and completion."""
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            STUDY_EVENTS.append(("start", trial.trial_id, time.time(), {"config": dict(trial.config)}))
+            note(("start", trial.trial_id, time.time(), {"config": dict(trial.config)}))
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            STUDY_EVENTS.append(("result", trial.trial_id, time.time(),
-                                 {"config": dict(trial.config), "result": dict(result)}))
+            note(("result", trial.trial_id, time.time(), {"config": dict(trial.config), "result": dict(result)}))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            STUDY_EVENTS.append(("complete", trial.trial_id, time.time(), {}))
+            note(("complete", trial.trial_id, time.time(), {}))
 
     return StudyClock
 

@@ -37,7 +37,8 @@ from plvae.model import PowerLawVAE, train  # noqa: E402
 
 from _common import emit  # noqa: E402  (benchmarks/ is sys.path[0])
 
-def bare_loop(cfg: TrialConfig, data) -> list[float]:
+def bare_loop(cfg: TrialConfig, data, val_times: list | None = None) -> list[float]:
+    """Per-epoch wall times; val_times, when given, gets each epoch's validation pass time."""
     pl.seed_everything(cfg.seed, verbose=False)
     dm = VAEDataModule(cfg, data)
     dm.setup("fit")
@@ -62,12 +63,15 @@ def bare_loop(cfg: TrialConfig, data) -> list[float]:
                 sums[name] = sums[name] + term if name in sums else term
             n += x.shape[0]
         {name: float(total) / n for name, total in sums.items()}
+        t_val = time.perf_counter()
         model.eval()
         sums, mus = {}, []
         for i, x in enumerate(dm.val_dataloader()):
             model._accumulate(x, i, sums, mus)
         model._summarise(sums, mus)
         times.append(time.perf_counter() - t0)
+        if val_times is not None:
+            val_times.append(time.perf_counter() - t_val)
     return times
 
 
