@@ -34,7 +34,7 @@ from plvae import metrics as M
 from plvae.priors import VARIANT_NAMES, VARIANTS, W2
 
 from analysis.compare import DIVERGED, FINAL, Comparison, VARIANT_PARAMS, trial_curve
-from analysis.load import TRIAL_ID, Study, final, initial
+from analysis.load import STUDY, TRIAL_ID, Study, final, initial
 
 MAX_PANELS = 6
 DPI = 110
@@ -518,24 +518,29 @@ def plot_latent_spectrum(study: Study) -> Optional[Figure]:
     t = study.trials
     if col not in t or "gamma" not in t or not np.isfinite(t[col].astype(float)).any():
         return None
-    fig, axes = _panels(1, width=6.0, height=4.2)
-    ax = axes[0]
     ok = t[np.isfinite(t[col].astype(float))]
-    for variant, vg in _by_variant(ok):
-        color = variant_color(variant)
-        ax.scatter(vg["gamma"], vg[col], s=12, color=color, alpha=0.5)
-        med = vg.groupby("gamma")[col].median()
-        ax.plot(med.index, med.to_numpy(), marker="o", color=color, label=variant)
+    # Several studies loaded together (load_studies): one panel each, never pooled.
+    per_study = STUDY in ok and ok[STUDY].nunique() > 1
+    groups = _all_contexts(ok, [STUDY]) if per_study else [((), ok)]
+    fig, axes = _panels(len(groups), width=6.0, height=4.2)
     gs = np.linspace(float(t["gamma"].min()), max(float(t["gamma"].max()), 1e-9), 50)
-    ax.plot(gs, 2 * gs, "k--", lw=1, label="prior: 2γ")
-    for name, alpha in sorted(study.data_alpha.items()):
-        if isinstance(alpha, (int, float)) and math.isfinite(alpha):
-            ax.axhline(alpha, color="0.4", ls=":", lw=1, label=f"data α ({name}) = {alpha:.2f}")
-            ax.axvline(alpha / 2, color=DATA_GAMMA_COLOR, ls=":", lw=1.4, label=f"γ = α/2 (α = {alpha:.2f})")
-    ax.set_xlabel("γ")
-    ax.set_ylabel("latent spectrum exponent α (final epoch)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    for ax, (ctx, g) in zip(axes, groups):
+        for variant, vg in _by_variant(g):
+            color = variant_color(variant)
+            ax.scatter(vg["gamma"], vg[col], s=12, color=color, alpha=0.5)
+            med = vg.groupby("gamma")[col].median()
+            ax.plot(med.index, med.to_numpy(), marker="o", color=color, label=variant)
+        ax.plot(gs, 2 * gs, "k--", lw=1, label="prior: 2γ")
+        for name, alpha in sorted(study.data_alpha.items()):
+            if isinstance(alpha, (int, float)) and math.isfinite(alpha):
+                ax.axhline(alpha, color="0.4", ls=":", lw=1, label=f"data α ({name}) = {alpha:.2f}")
+                ax.axvline(alpha / 2, color=DATA_GAMMA_COLOR, ls=":", lw=1.4, label=f"γ = α/2 (α = {alpha:.2f})")
+        if per_study:
+            ax.set_title(_ctx_title([STUDY], ctx), fontsize=9)
+        ax.set_xlabel("γ")
+        ax.set_ylabel("latent spectrum exponent α (final epoch)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.suptitle("Latent spectrum against the prior's")
     return fig
 

@@ -95,3 +95,17 @@ def test_a_failing_bootstrap_is_an_error_not_a_silent_nan(monkeypatch):
         S.bootstrap_ci([1.0, 2.0, 3.0, 4.0])
     # the cases answered without scipy still are
     assert S.bootstrap_ci([2.0, 2.0]).low == 2.0 and S.bootstrap_ci([1.0, float("inf")]).n == 2
+
+
+def test_figures_of_several_studies_split_by_study(tmp_path):
+    """Figures keep studies apart: the comparison figures panel by context, which includes the
+    study column; the latent-spectrum figure (no comparison context) draws one panel per study."""
+    from analysis.figures import plot_gamma_vs_final, plot_latent_spectrum
+
+    both = load_studies([small_study(tmp_path, "A", shift=0.05), small_study(tmp_path, "B")])
+    c = compare(both, min_seeds=2)
+    for fig in (plot_gamma_vs_final(c), plot_latent_spectrum(both)):
+        titles = [ax.get_title() for ax in fig.axes]
+        assert sum("study=A" in t for t in titles) == 1 and sum("study=B" in t for t in titles) == 1, titles
+    one = load_studies([small_study(tmp_path / "one", "A")])
+    assert [ax.get_title() for ax in plot_latent_spectrum(one).axes] == [""]
