@@ -191,3 +191,61 @@ def test_plvae_never_imports_ray():
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------- a killed driver's copy
+def _staged_study(tmp_path, monkeypatch):
+    """A study folder as Tune's copy left it, and Ray's staging folder for it under RAY_TMPDIR."""
+    from tune.study_config import StudyConfig
+
+    cfg = StudyConfig(storage_path=str(tmp_path / "results"), study_name="s")
+    exp = Path(cfg.experiment_path)
+    ray_tmp = tmp_path / "raytmp"
+    stage = ray_tmp / "ray" / "session_2026-11-26_10-00-00_1_1" / "artifacts" / "2026-11-26_10-00-01" / "s" / \
+        "driver_artifacts"
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    for root in (exp, stage):
+        (root / "t1").mkdir(parents=True)
+        (root / "t2").mkdir(parents=True)
+        (root / "experiment_state-2026-11-26_10-00-01.json").write_text('{"trials": 2}')
+        (root / "t2" / "params.json").write_text('{"seed": 2}')
+        (root / "t2" / "result.json").write_text("")     # started, nothing reported yet: not torn
+    good = '{"training_iteration": 1}\n{"training_iteration": 2}\n'
+    (stage / "t1" / "params.json").write_text('{"seed": 1}')
+    (stage / "t1" / "result.json").write_text(good)
+    (exp / "t1" / "params.json").write_text("")                         # what the kill left
+    (exp / "t1" / "result.json").write_text(good[:30])                  # cut mid-line
+    (exp / "t1" / "checkpoint_000001").mkdir()                          # written by the worker: untouched
+    return cfg, exp, stage, good
+
+
+def test_resume_finishes_the_copy_a_killed_driver_left_half_done(tmp_path, monkeypatch):
+    from tune.staging import finish_interrupted_copy, plan_repair
+
+    cfg, exp, stage, good = _staged_study(tmp_path, monkeypatch)
+    rep = plan_repair(cfg)
+    assert rep.staging == str(stage) and sorted(rep.files) == ["t1/params.json", "t1/result.json"] and not rep.torn
+    notes = finish_interrupted_copy(cfg, dry_run=True)
+    assert len(notes) == 1 and notes[0].startswith("resume: would copy 2 file(s)") and "(trials: t1)" in notes[0]
+    assert (exp / "t1" / "params.json").read_text() == ""                # a dry run changes nothing
+    assert finish_interrupted_copy(cfg)[0].startswith("resume: copied 2 file(s)")
+    assert (exp / "t1" / "params.json").read_text() == '{"seed": 1}' and (exp / "t1" / "result.json").read_text() == good
+    assert (exp / "t1" / "checkpoint_000001").is_dir()
+    assert finish_interrupted_copy(cfg) == []                            # nothing left to do
+
+
+def test_without_the_staging_folder_torn_records_are_named(tmp_path, monkeypatch):
+    import shutil
+
+    from tune.staging import plan_repair
+
+    cfg, exp, stage, _ = _staged_study(tmp_path, monkeypatch)
+    shutil.rmtree(stage.parents[3])          # another machine, or a cleaned /tmp: the session is gone
+    rep = plan_repair(cfg)
+    assert rep.staging is None and rep.files == [] and rep.torn == ["t1"]   # t2's empty result.json is not torn
+    note = rep.notes(done=True)
+    assert len(note) == 1 and "1 trial record(s) are torn" in note[0] and note[0].endswith(": t1")
+    # A staging folder of another study (another experiment state) is never used.
+    (stage / "t1").mkdir(parents=True)
+    (stage / "experiment_state-2026-11-26_09-00-00.json").write_text("{}")
+    assert plan_repair(cfg).staging is None
