@@ -106,7 +106,7 @@ class PowerLawVAE(pl.LightningModule):
             self._log_train_means()
             return None
         # The epoch's train metrics are summed here (no host sync) and logged once, at the last
-        # batch: self.log on every step cost about 12% of a CPU epoch (BENCHMARKS.md, engine).
+        # batch: self.log on every step was 9.5% of the CPU training loop (BENCHMARKS.md, engine).
         n = x.shape[0]
         for name in _TRAIN_TERMS:
             term = terms[name].detach() * n

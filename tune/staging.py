@@ -18,6 +18,7 @@ written if several do.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import json
 import os
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from tune.study_config import StudyConfig, is_uri
+from tune.study_record import _fs
 
 STATE_GLOB = "experiment_state-*.json"   # Tune's experiment-state files (TuneController.CKPT_FILE_TMPL)
 TRIAL_RECORD = ("params.json", "result.json")   # what analysis and the resume report read per trial
@@ -38,17 +40,11 @@ def ray_temp_dir() -> str:
     return os.path.join(base or "/tmp", "ray")
 
 
-def _storage(path: str):
-    from tune.study_record import _fs
-
-    return _fs(path)
-
-
 def _listing(path: str) -> dict[str, int]:
     """Every file under the study's storage path: {relative path: size}."""
     import pyarrow.fs
 
-    fs, root = _storage(path)
+    fs, root = _fs(path)
     infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
     return {os.path.relpath(i.path, root): i.size for i in infos if i.type == pyarrow.fs.FileType.File}
 
@@ -78,14 +74,14 @@ def find_staging(cfg: StudyConfig, listing: dict[str, int]) -> Optional[str]:
     if not states:
         return None
     pattern = os.path.join(glob.escape(ray_temp_dir()), "session_*", "artifacts", "*",
-                           glob.escape(os.path.basename(cfg.experiment_path.rstrip("/"))), "driver_artifacts",
+                           glob.escape(cfg.study_name), "driver_artifacts",
                            states[-1])
     found = glob.glob(pattern)
     return os.path.dirname(max(found, key=os.path.getmtime)) if found else None
 
 
 def _read(path: str) -> Optional[bytes]:
-    fs, p = _storage(path)
+    fs, p = _fs(path)
     try:
         with fs.open_input_stream(p) as f:
             return f.read()
@@ -113,20 +109,21 @@ def plan_repair(cfg: StudyConfig) -> Repair:
     """What the staging folder would restore, and which trial records would stay torn."""
     path = cfg.experiment_path
     listing = _listing(path)
+    stored = functools.cache(lambda rel: _read(_join(path, rel)))   # each stored file read once
     rep = Repair(staging=find_staging(cfg, listing))
     if rep.staging:
         for dirpath, _, names in os.walk(rep.staging):
             for name in names:
                 rel = os.path.relpath(os.path.join(dirpath, name), rep.staging)
                 src = os.path.join(dirpath, name)
-                if listing.get(rel) != os.path.getsize(src) or _read(_join(path, rel)) != _bytes(src):
+                if listing.get(rel) != os.path.getsize(src) or stored(rel) != _bytes(src):
                     rep.files.append(rel)
     after = set(rep.files)
     trials = sorted({f.split(os.sep)[0] for f in listing if f.count(os.sep) == 1 and f.endswith(TRIAL_RECORD)})
     for trial in trials:
         for name in TRIAL_RECORD:
             rel = os.path.join(trial, name)
-            if rel not in after and rel in listing and _torn(_read(_join(path, rel)), name):
+            if rel not in after and rel in listing and _torn(stored(rel), name):
                 rep.torn.append(trial)
                 break
     return rep
@@ -138,7 +135,7 @@ def apply(cfg: StudyConfig, rep: Repair) -> None:
         src, dst = os.path.join(rep.staging, rel), _join(cfg.experiment_path, rel)
         data = _bytes(src)
         if is_uri(dst):
-            fs, p = _storage(dst)
+            fs, p = _fs(dst)
             with fs.open_output_stream(p) as f:
                 f.write(data)
             continue

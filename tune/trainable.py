@@ -10,8 +10,10 @@ trainable, never loads it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
 from contextlib import ExitStack
 from typing import Optional
 
@@ -72,21 +74,20 @@ _MMAP_THRESHOLD = 32 << 20     # glibc's maximum: blocks below it come from the 
 _TRIM_THRESHOLD = 512 << 20    # freed heap memory kept up to this, not handed back to the OS
 
 
+@functools.cache   # mallopt is process-wide: once per worker process, not once per trial
 def keep_freed_memory() -> bool:
     """Tune runs a trial in a thread of its worker, so glibc serves it from a thread arena. There,
     glibc's dynamic thresholds can settle so that every step's activation tensors are mapped
     fresh from the OS and unmapped again: measured 130,000-180,000 page faults a second and
     epochs 1.2-1.7x slower in 4 trials of 5, against 200 a second in the fast one
     (BENCHMARKS.md, engine). Fixed thresholds keep freed blocks for reuse. glibc (Linux) only;
-    elsewhere a no-op. Returns whether it applied."""
+    elsewhere a no-op (musl's mallopt does nothing and returns 0). Returns whether it applied."""
     import ctypes
-    import ctypes.util
-    import platform
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)   # the process's own symbols: the C library already loaded
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     except (OSError, AttributeError):
         return False
