@@ -1,4 +1,4 @@
-"""The premise of comparing variants on val_loss (DESIGN.md, "Comparing variants fairly"): every
+"""The premise of comparing variants on val_loss (docs/design.md, "Comparing variants fairly"): every
 KL variant is an exact reparameterisation of the standard beta-VAE. With u = z / s,
 KL(N(mu, (sigma s)^2) || N(0, s^2)) = KL(N(mu / s, sigma^2) || N(0, 1)), and the decoder D(s u) is
 just another decoder (for undecayed sampling, sigma_u = sigma / s). So mapping a variant's
