@@ -105,3 +105,138 @@ def test_a_family_counts_each_equivalent_test_once():
     with pytest.raises(ValueError, match="keys=3 values is invalid"):
         stats.holm_distinct(p, keys[:3])
     assert stats.min_sign_flip_p(10) == 2 / 1024 < 0.01 and stats.min_sign_flip_p(5) == 0.0625
+
+
+# ------------------------------------------------------------------------------ time to target, censored
+from analysis import censored  # noqa: E402
+
+BUDGET = 100.0
+
+
+def _times(reach_at):
+    """(time, reached) of runs that reach the target at these steps (inf: never, within BUDGET)."""
+    return censored.censor(np.asarray(reach_at, dtype=float), BUDGET)
+
+
+def test_a_variant_that_never_reaches_the_target_is_significantly_slower():
+    rng = np.random.default_rng(1)
+    base = rng.integers(20, 60, 10).astype(float)  # the baseline reaches it on all 10 seeds
+    never = np.full(10, math.inf)
+    res = censored.gehan_paired(*_times(never), *_times(base))
+    assert res.direction == 1 and res.pvalue == pytest.approx(2 / 2 ** 10) and res.pvalue < 0.01
+    assert res.exact and res.n == 10 and res.pvalue == stats.min_sign_flip_p(10)
+    # what the inf-coded Wilcoxon said: p of 1/2^n over the pairs the baseline reached, here all ten
+    # reached so it agrees; with the baseline missing half, it cannot say slower, Gehan can
+    half = np.where(np.arange(10) < 5, base, math.inf)
+    assert stats.wilcoxon_paired(never, half).pvalue >= 0.0625
+    res = censored.gehan_paired(*_times(never), *_times(half))
+    assert res.direction == 1 and res.pvalue == pytest.approx(2 / 2 ** 5)  # the 5 pairs both-censored tie
+    # faster everywhere: the same p, the other way; identical runs: p = 1, no direction
+    fast = censored.gehan_paired(*_times(base - 10), *_times(base))
+    assert fast.direction == -1 and fast.pvalue < 0.01
+    same = censored.gehan_paired(*_times(half), *_times(half))
+    assert same.pvalue == 1.0 and same.direction == 0
+    # a mixed picture is no evidence
+    mixed = censored.gehan_paired(*_times(base + np.r_[-5, 5] .repeat(5)), *_times(base))
+    assert mixed.pvalue > 0.5
+
+
+def test_gehan_scores_and_the_monte_carlo_branch():
+    # 10 reached at 10, 20 reached at 20, 30 censored at 30, 15 censored at 15
+    s = censored.gehan_scores([10, 20, 30, 15], [True, True, False, False])
+    # 10: earlier than all three -> -3; 20: after 10, before 30, 15 censored first: 1 - 1 = 0;
+    # 30 censored: surely after 10 and 20 -> +2; 15 censored: surely after 10 only -> +1
+    assert list(s) == [-3, 0, 2, 1]
+    rng = np.random.default_rng(2)
+    base = rng.uniform(20, 60, 30)
+    res = censored.gehan_paired(*_times(np.full(30, math.inf)), *_times(base))
+    assert not res.exact and res.direction == 1 and res.pvalue == pytest.approx(1 / (1 + censored.N_FLIPS))
+    again = censored.gehan_paired(*_times(np.full(30, math.inf)), *_times(rng.permutation(base)))
+    assert again == res  # the Monte Carlo seed comes from the content, not the row order
+    d = rng.normal(0, 1, 30)
+    assert abs(censored.sign_flip_test(d).pvalue - sps.ttest_1samp(d, 0).pvalue) < 0.05
+
+
+def test_log_rank_separates_a_never_arm_from_an_always_arm():
+    rng = np.random.default_rng(3)
+    always = rng.integers(20, 60, 10).astype(float)
+    res = censored.logrank(*_times(np.full(10, math.inf)), *_times(always))
+    assert res.direction == 1 and res.pvalue < 0.001
+    res = censored.logrank(*_times(always), *_times(np.full(10, math.inf)))
+    assert res.direction == -1 and res.pvalue < 0.001
+    same = censored.logrank(*_times(always), *_times(rng.permutation(always)))
+    assert same.pvalue > 0.9
+    assert censored.logrank(*_times(np.full(5, math.inf)), *_times(np.full(5, math.inf))).pvalue == 1.0
+
+
+def test_kaplan_meier_median_agrees_with_scipy_ecdf():
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        n = int(rng.integers(1, 15))
+        t = rng.integers(1, 8, n).astype(float)  # many ties
+        r = rng.random(n) < 0.7
+        sf = sps.ecdf(sps.CensoredData(uncensored=t[r], right=t[~r])).sf if r.any() else None
+        med = float(censored.km_median(t, r))
+        if sf is None or not np.any(sf.probabilities <= 0.5 + 1e-12):
+            assert med == math.inf
+            continue
+        j = int(np.argmax(sf.probabilities <= 0.5 + 1e-12))
+        expect = sf.quantiles[j]
+        if abs(sf.probabilities[j] - 0.5) < 1e-12 and j + 1 < len(sf.quantiles):
+            drops = np.flatnonzero(sf.probabilities[j + 1:] < sf.probabilities[j] - 1e-12)
+            expect = (expect + sf.quantiles[j + 1 + drops[0]]) / 2 if drops.size else expect
+        assert med == pytest.approx(expect), (t, r)
+    x = rng.normal(size=10)
+    assert float(censored.km_median(x, np.ones(10, bool))) == pytest.approx(np.median(x))
+
+
+def test_speedup_is_a_ratio_of_median_steps_with_a_content_seeded_interval():
+    rng = np.random.default_rng(5)
+    base = rng.integers(40, 80, 10).astype(float)
+    twice = censored.speedup(*_times(base / 2), *_times(base))
+    assert twice.value == pytest.approx(2.0) and twice.low <= 2.0 <= twice.high and twice.n == 10
+    assert censored.speedup(*_times(np.full(10, math.inf)), *_times(base)).value == 0.0
+    # ≡ groups (the same pairs in another order) get the same interval; other data another one
+    order = rng.permutation(10)
+    again = censored.speedup(*_times((base / 2)[order]), *_times(base[order]))
+    assert again == twice
+    other = censored.speedup(*_times(base / 2 + rng.normal(0, 3, 10)), *_times(base))
+    assert (other.low, other.high) != (twice.low, twice.high)
+    unpaired = censored.speedup(*_times(base / 2), *_times(base[:7]), paired=False)
+    assert unpaired.low < unpaired.value < unpaired.high
+
+
+# ------------------------------------------------------------------------------ final quality, both finished
+
+@pytest.mark.parametrize("baseline_diverged", [0, 3])
+def test_a_variant_worse_on_every_finished_pair_is_worse_whatever_the_baseline_divergence(baseline_diverged):
+    rng = np.random.default_rng(6)
+    y = rng.lognormal(3.0, 0.3, 10)
+    x = 100 * y * rng.uniform(0.9, 1.1, 10)
+    y[:baseline_diverged] = math.inf  # diverged baseline seeds
+    x[9] = math.nan  # and the variant diverged once (nan: no final value, the same outcome)
+    res = censored.finished_pairs(x, y)
+    n_both = 9 - baseline_diverged
+    assert (res.n_pairs, res.n_both, res.x_only_diverged, res.y_only_diverged) == (10, n_both, 1, baseline_diverged)
+    assert res.test.direction == 1 and res.test.pvalue == pytest.approx(2 / 2 ** n_both)
+    assert res.test.pvalue < 0.05
+    assert 90 < res.ratio.low <= res.ratio.value <= res.ratio.high < 110
+    assert res.difference.low > 0 and res.difference.n == n_both
+    # a ranking that puts a diverged baseline below every finite loss sees it the other way round
+    if baseline_diverged:
+        as_inf = np.where(np.isnan(x), math.inf, x)
+        assert stats.wilcoxon_paired(as_inf, y).pvalue > 0.05
+
+
+def test_finished_pairs_with_no_difference_ties_and_signs():
+    rng = np.random.default_rng(7)
+    y = rng.normal(size=10)
+    same = censored.finished_pairs(y, y)
+    assert same.test.pvalue == 1.0 and same.test.direction == 0 and math.isnan(same.ratio.value)
+    # ties in |d|: the exact permutation distribution of the mid-ranks, not scipy's untied table
+    d = np.array([1.0, 1.0, 2.0, 3.0, -1.0, 4.0, 5.0, 6.0, 2.0, 2.0])
+    y = np.arange(10.0) / 4  # exact in binary, so y + d - y == d and the ties stay ties
+    res = censored.finished_pairs(y + d, y)
+    assert res.test.exact and res.test.direction == 1
+    assert res.test.pvalue == pytest.approx(
+        sps.wilcoxon(d, method=sps.PermutationMethod(n_resamples=np.inf)).pvalue)
