@@ -60,6 +60,17 @@ def _pairs(time_x, reached_x, time_y, reached_y):
     return tx[order], rx[order], ty[order], ry[order]
 
 
+def _sample(time, reached):
+    """One sample's (time, reached) without nan, sorted by time (events first at a tie)."""
+    t, r = np.asarray(time, dtype=float).ravel(), np.asarray(reached, dtype=bool).ravel()
+    if len(t) != len(r):
+        raise ValueError(f"reached={len(r)} values is invalid; allowed: one per time ({len(t)})")
+    keep = ~np.isnan(t)
+    t, r = t[keep], r[keep]
+    order = np.lexsort((~r, t))
+    return t[order], r[order]
+
+
 def gehan_scores(time, reached) -> np.ndarray:
     """Gehan's score of each run against all the others: how many surely reached earlier minus how
     many surely reached later. j is surely earlier than i when j reached at t_j and either i
@@ -114,10 +125,7 @@ def logrank(time_x, reached_x, time_y, reached_y) -> DirectedTest:
     """Unpaired log-rank test (scipy.stats.logrank) for runs whose seeds do not pair. statistic:
     scipy's z (< 0: x reaches the target less often than expected, i.e. later); direction +1 when
     x is slower. No run reached the target in either sample: nothing to compare, p = 1."""
-    tx, rx = np.asarray(time_x, dtype=float).ravel(), np.asarray(reached_x, dtype=bool).ravel()
-    ty, ry = np.asarray(time_y, dtype=float).ravel(), np.asarray(reached_y, dtype=bool).ravel()
-    kx, ky = ~np.isnan(tx), ~np.isnan(ty)
-    tx, rx, ty, ry = tx[kx], rx[kx], ty[ky], ry[ky]
+    (tx, rx), (ty, ry) = _sample(time_x, reached_x), _sample(time_y, reached_y)
     n = len(tx) + len(ty)
     if len(tx) == 0 or len(ty) == 0:
         return DirectedTest("log-rank", math.nan, math.nan, 0, n, False)
@@ -172,10 +180,7 @@ def speedup(time_x, reached_x, time_y, reached_y, confidence: float = CONFIDENCE
     if paired:
         tx, rx, ty, ry = _pairs(time_x, reached_x, time_y, reached_y)
     else:
-        tx, rx = (np.asarray(a).ravel() for a in (time_x, reached_x))
-        ty, ry = (np.asarray(a).ravel() for a in (time_y, reached_y))
-        kx, ky = ~np.isnan(tx.astype(float)), ~np.isnan(ty.astype(float))
-        tx, rx, ty, ry = tx[kx].astype(float), rx[kx].astype(bool), ty[ky].astype(float), ry[ky].astype(bool)
+        (tx, rx), (ty, ry) = _sample(time_x, reached_x), _sample(time_y, reached_y)
     nx, ny = len(tx), len(ty)
     if nx == 0 or ny == 0:
         return Estimate(math.nan, math.nan, math.nan, min(nx, ny))

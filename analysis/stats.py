@@ -17,7 +17,8 @@ Why these and not others:
 
 Time-to-target values are censored: a trial that never reaches the target has ``inf``. Every
 function here accepts ``inf`` (ranks and medians handle it); ``nan`` means "no value" and is dropped.
-Tests that treat censoring properly (Gehan, log-rank, Kaplan-Meier medians) are in analysis.survival.
+Tests that treat censoring properly (Gehan, log-rank, Kaplan-Meier medians) and final quality on
+the pairs where both runs finished are in analysis.censored.
 
 Intervals that hold at n = 10 (issue 19): a percentile or BCa bootstrap of a median under-covers at
 ten seeds, so the median paired difference gets the distribution-free order-statistic interval

@@ -204,6 +204,8 @@ def test_speedup_is_a_ratio_of_median_steps_with_a_content_seeded_interval():
     assert (other.low, other.high) != (twice.low, twice.high)
     unpaired = censored.speedup(*_times(base / 2), *_times(base[:7]), paired=False)
     assert unpaired.low < unpaired.value < unpaired.high
+    shuffled = censored.speedup(*_times((base / 2)[order]), *_times(base[:7][::-1]), paired=False)
+    assert shuffled == unpaired
 
 
 # ------------------------------------------------------------------------------ final quality, both finished
@@ -240,3 +242,16 @@ def test_finished_pairs_with_no_difference_ties_and_signs():
     assert res.test.exact and res.test.direction == 1
     assert res.test.pvalue == pytest.approx(
         sps.wilcoxon(d, method=sps.PermutationMethod(n_resamples=np.inf)).pvalue)
+
+
+def test_bad_input_is_one_line():
+    with pytest.raises(ValueError, match=r"^pairs=3,3,2,2 is invalid; allowed"):
+        censored.gehan_paired([1, 2, 3], [True] * 3, [1, 2], [True] * 2)
+    with pytest.raises(ValueError, match=r"^reached=2 values is invalid; allowed"):
+        censored.logrank([1, 2, 3], [True] * 2, [1, 2], [True] * 2)
+    with pytest.raises(ValueError, match=r"^d=inf is invalid"):
+        censored.sign_flip_test([1.0, math.inf])
+    with pytest.raises(ValueError, match=r"^pairs=2,3 is invalid"):
+        censored.finished_pairs([1.0, 2.0], [1.0, 2.0, 3.0])
+    empty = censored.gehan_paired([math.nan], [False], [1.0], [True])
+    assert empty.n == 0 and math.isnan(empty.pvalue)
