@@ -147,6 +147,10 @@ def test_gehan_scores_and_the_monte_carlo_branch():
     # 10: earlier than all three -> -3; 20: after 10, before 30, 15 censored first: 1 - 1 = 0;
     # 30 censored: surely after 10 and 20 -> +2; 15 censored: surely after 10 only -> +1
     assert list(s) == [-3, 0, 2, 1]
+    # at equal times: reached at 20 is surely before censored at 20 (it never got there by 20);
+    # two runs reaching at 20 are a tie, and so are two censored
+    assert list(censored.gehan_scores([20, 20], [True, False])) == [-1, 1]
+    assert list(censored.gehan_scores([20, 20, 30, 30], [True, True, False, False])) == [-2, -2, 2, 2]
     rng = np.random.default_rng(2)
     base = rng.uniform(20, 60, 30)
     res = censored.gehan_paired(*_times(np.full(30, math.inf)), *_times(base))
