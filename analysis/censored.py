@@ -85,15 +85,19 @@ def gehan_scores(time, reached) -> np.ndarray:
 def sign_flip_test(d, max_exact: int = MAX_EXACT_PAIRS, n_flips: int = N_FLIPS, seed: int | None = None,
                    name: str = "sign-flip") -> DirectedTest:
     """Two-sided paired permutation test of sum(d) against its sign-flip distribution: exact over all
-    2^n flips for n <= max_exact, else Monte Carlo (p = (1 + hits) / (1 + n_flips)) seeded by
-    ``seed`` or the content of d. Zeros add nothing. nan is dropped; d must be otherwise finite."""
+    2^n flips of the n non-zero values for n <= max_exact, else Monte Carlo (p = (1 + hits) /
+    (1 + n_flips)) seeded by ``seed`` or the content of d. ``n`` in the result counts the non-zero
+    values, so ``stats.min_sign_flip_p(n)`` is its exact floor. nan is dropped; no inf allowed."""
     d = np.asarray(d, dtype=float).ravel()
     d = d[~np.isnan(d)]
     if not np.all(np.isfinite(d)):
         raise ValueError("d=inf is invalid; allowed: finite scores (censored times go through gehan_paired)")
+    if len(d) == 0:
+        return DirectedTest(name, math.nan, math.nan, 0, 0, True)
+    d = d[d != 0]  # flipping a zero changes nothing: n counts the informative pairs, p >= 2 / 2^n
     n, total = len(d), float(d.sum())
     if n == 0:
-        return DirectedTest(name, math.nan, math.nan, 0, 0, True)
+        return DirectedTest(name, 0.0, 1.0, 0, 0, True)
     tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
     exact = n <= max_exact
     if exact:
@@ -113,12 +117,11 @@ def gehan_paired(time_x, reached_x, time_y, reached_y, max_exact: int = MAX_EXAC
     the within-pair differences score_x - score_y tested by ``sign_flip_test``. statistic: the sum
     of those differences (> 0: x later, i.e. slower); direction +1 slower, -1 faster. A variant that
     never reaches the target while the baseline does in all 10 pairs gets p = 2/2^10 = 0.002.
+    ``n``: the pairs with a non-zero score difference (both censored is a tie and not counted).
     Assumes both runs of a pair had the same chance to be censored (the same budget)."""
     tx, rx, ty, ry = _pairs(time_x, reached_x, time_y, reached_y)
     scores = gehan_scores(np.r_[tx, ty], np.r_[rx, ry])
-    n = len(tx)
-    res = sign_flip_test(scores[:n] - scores[n:], max_exact, n_flips, name="gehan-paired")
-    return DirectedTest(res.test, res.statistic, res.pvalue, res.direction, n, res.exact)
+    return sign_flip_test(scores[:len(tx)] - scores[len(tx):], max_exact, n_flips, name="gehan-paired")
 
 
 def logrank(time_x, reached_x, time_y, reached_y) -> DirectedTest:

@@ -131,11 +131,12 @@ def test_a_variant_that_never_reaches_the_target_is_significantly_slower():
     assert stats.wilcoxon_paired(never, half).pvalue >= 0.0625
     res = censored.gehan_paired(*_times(never), *_times(half))
     assert res.direction == 1 and res.pvalue == pytest.approx(2 / 2 ** 5)  # the 5 pairs both-censored tie
+    assert res.n == 5 and res.pvalue == stats.min_sign_flip_p(res.n)
     # faster everywhere: the same p, the other way; identical runs: p = 1, no direction
     fast = censored.gehan_paired(*_times(base - 10), *_times(base))
     assert fast.direction == -1 and fast.pvalue < 0.01
     same = censored.gehan_paired(*_times(half), *_times(half))
-    assert same.pvalue == 1.0 and same.direction == 0
+    assert same.pvalue == 1.0 and same.direction == 0 and same.n == 0
     # a mixed picture is no evidence
     mixed = censored.gehan_paired(*_times(base + np.r_[-5, 5] .repeat(5)), *_times(base))
     assert mixed.pvalue > 0.5
