@@ -35,7 +35,7 @@ from scipy import stats as sps
 from analysis.stats import (CONFIDENCE, N_RESAMPLES, CoveredEstimate, DirectedTest, Estimate, content_seed,
                             median_ci)
 
-MAX_EXACT_PAIRS = 16  # 2^16 sign flips: exact enumeration, a few milliseconds
+MAX_EXACT_PAIRS = 16  # 2^16 sign flips: exact enumeration, ~0.1 s (measured 144 ms at 16 pairs)
 N_FLIPS = 9999  # Monte Carlo sign flips above that: p has a resolution of 1e-4
 
 
