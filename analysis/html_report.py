@@ -60,7 +60,7 @@ tbody tr:nth-child(even){background:#fafafa}
 img{max-width:100%;height:auto;border:1px solid #eee}
 dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;font-size:.9rem}
 dl.prov dt{font-weight:600}dl.prov dd{margin:0}
-details{margin:.4rem 0}summary{cursor:pointer}
+details{margin:.4rem 0}summary{cursor:pointer}nav{font-size:.9rem;margin:.5rem 0 1rem}
 """
 
 # Click (or Enter on) a header: sort the body rows by that column, ascending then descending. A cell
@@ -180,7 +180,7 @@ def provenance_html(study: Study, argv: Optional[Sequence[str]] = None) -> str:
         rows.append(("TensorBoard", f"<code>tensorboard --logdir {e(shlex.quote(str(study.path)))}</code> "
                                     f"(each trial folder is one run)"))
     items = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
-    return f'<section id="provenance"><h2>Provenance</h2><dl class="prov">{items}</dl></section>'
+    return f'<section><h2 id="provenance">Provenance</h2><dl class="prov">{items}</dl></section>'
 
 
 # ---------------------------------------------------------------------------------- trials and links
@@ -195,8 +195,9 @@ def href(target, out: Path) -> str:
     return quote(Path(rel).as_posix()) + ("/" if Path(target).is_dir() else "")
 
 
-def _link(target, out: Path, text: str) -> str:
-    return f'<a href="{html.escape(href(target, out))}">{html.escape(text)}</a>'
+def _link(target, out: Path, text: str, title: str = "") -> str:
+    tip = f' title="{html.escape(title)}"' if title else ""
+    return f'<a href="{html.escape(href(target, out))}"{tip}>{html.escape(text)}</a>'
 
 
 def _cell(v) -> str:
@@ -222,11 +223,11 @@ def trials_html(study: Study, out: Path) -> str:
         events = sorted(d.glob(TB_EVENTS + "*")) if d is not None and d.is_dir() else []
         ckpt = r.get("last_checkpoint")
         links = [_link(d, out, d.name) if d is not None else "",
-                 _link(events[-1], out, d.name) if events else "",
+                 _link(events[-1], out, "events", f"TensorBoard run {d.name}") if events else "",
                  _link(ckpt, out, Path(ckpt).name) if ckpt else ""]
         body.append("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in cols)
                     + "".join(f"<td>{x}</td>" for x in links) + "</tr>")
-    return (f'<section id="trials"><h2>Trials</h2><p>{len(t)} trials; {html.escape(final)} is each trial\'s value '
+    return (f'<section><h2 id="trials">Trials</h2><p>{len(t)} trials; {html.escape(final)} is each trial\'s value '
             f'at its own last epoch (see <code>epochs</code>); the comparisons above use equal epochs. Links are '
             f'relative to this page.</p><div class="scroll"><table id="trials-table"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div></section>')
@@ -258,7 +259,7 @@ def markdown_html(folder: Path) -> str:
     import markdown
 
     text = (folder / REPORT_MD).read_text()
-    body = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists"], output_format="html")
+    body = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists", "toc"], output_format="html")
     # a wide table scrolls on its own instead of widening the page
     return body.replace("<table>", '<div class="scroll"><table>').replace("</table>", "</table></div>")
 
@@ -280,7 +281,14 @@ def csv_html(folder: Path) -> str:
                      f'<div class="scroll">{table}</div></details>')
     if not parts:
         return ""
-    return '<section id="csv"><h2>Tables as CSV</h2>' + "".join(parts) + "</section>"
+    return '<section><h2 id="csv">Tables as CSV</h2>' + "".join(parts) + "</section>"
+
+
+def _contents(page: str) -> str:
+    """A line of links to every section (h2 with an id)."""
+    links = [f'<a href="#{i}">{re.sub("<[^>]+>", "", t).split(":")[0]}</a>'   # "Headline: variants ..." -> "Headline"
+             for i, t in re.findall(r'<h2 id="([^"]+)">(.*?)</h2>', page, re.S)]
+    return '<nav id="contents">' + " · ".join(links) + "</nav>" if links else ""
 
 
 def write_html(study: Study, out, argv: Optional[Sequence[str]] = None) -> Path:
@@ -296,10 +304,11 @@ def write_html(study: Study, out, argv: Optional[Sequence[str]] = None) -> Path:
     title, sep, rest = body.partition("</h1>")
     if not sep:
         title, rest = "", body
+    sections = f'{provenance_html(study, argv)}\n{rest}\n{trials_html(study, out)}\n{csv_html(out)}\n'
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<title>{html.escape(study.name)}: plvae report</title><style>{STYLE}</style></head><body>\n'
-            f'{title}{sep}\n{provenance_html(study, argv)}\n{rest}\n{trials_html(study, out)}\n{csv_html(out)}\n'
+            f'{title}{sep}\n{_contents(sections)}\n{sections}'
             f'<script>{SORT_JS}</script>\n</body></html>\n')
     path = out / HTML_FILE
     path.write_text(page, encoding="utf-8")

@@ -118,6 +118,8 @@ def test_page_is_self_contained_with_provenance_and_links(study_dir):
     assert len(srcs) >= 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert len(srcs) == len(list((study_dir / "report").glob("*.png")))   # every figure written is in the page
     assert not re.search(r"""(?:src|href)="https?:""", page)
+    for section in ("provenance", "answer", "trials", "csv"):   # the contents line links each section
+        assert f'<a href="#{section}">' in page and f'<h2 id="{section}">' in page
     hours, n = trial_hours(load_study(study_dir, warn=False))
     assert n == 9 and f"{hours:.3f} trial-hours" in page
     assert "python -m analysis " + str(study_dir) in page and "studyhost" in page
