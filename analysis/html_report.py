@@ -168,8 +168,8 @@ def provenance_html(study: Study, argv: Optional[Sequence[str]] = None) -> str:
     metas = study.meta.get("studies") or {study.name: study.meta}
     rows = [r for name, meta in metas.items() for r in _study_rows(name, meta or {})]
     hours, n = trial_hours(study)
-    rows.append(("total compute", f"{hours:.3f} trial-hours (sum of time_total_s over {n} of {len(study.trials)} "
-                                  f"trials)"))
+    rows.append(("total compute", f"{hours:.3g} trial-hours ({hours * 3600:,.0f} s: the sum of time_total_s over {n} "
+                                  f"of {len(study.trials)} trials)"))
     command = "python -m analysis " + shlex.join(map(str, sys.argv[1:] if argv is None else argv))
     m = machine()
     rows += [("analysis command", f"<code>{e(command)}</code>"),

@@ -121,7 +121,7 @@ def test_page_is_self_contained_with_provenance_and_links(study_dir):
     for section in ("provenance", "answer", "trials", "csv"):   # the contents line links each section
         assert f'<a href="#{section}">' in page and f'<h2 id="{section}">' in page
     hours, n = trial_hours(load_study(study_dir, warn=False))
-    assert n == 9 and f"{hours:.3f} trial-hours" in page
+    assert n == 9 and f"{hours:.3g} trial-hours ({hours * 3600:,.0f} s" in page
     assert "python -m analysis " + str(study_dir) in page and "studyhost" in page
     assert re.search(r"analysis code \(git\)</dt><dd>([0-9a-f]{40} \((clean|dirty)|unknown)", page)
     assert re.search(r"numpy \d+\.\d+", page) and re.search(r"pandas \d+\.\d+", page)
@@ -193,3 +193,22 @@ def test_rendered_in_headless_chromium(study_dir, tmp_path):
 def test_href_is_relative_and_quoted(tmp_path):
     (tmp_path / "a b" / "c").mkdir(parents=True)
     assert href(tmp_path / "a b" / "c", tmp_path / "report") == "../a%20b/c/"
+
+
+def test_provenance_shows_what_each_study_recorded():
+    """A driver that records its command, commit and versions gets them shown; one that does not is
+    named as not recording them; several studies get a block each."""
+    from analysis.html_report import provenance_html
+    from test_analysis import make_study
+
+    study = make_study({("vae", 0.0): dict(n=2)}, epochs=2)
+    study.meta = {"study_name": "both", "studies": {
+        "A": {"status": "finished", "argv": ["plvae-study", "--preset", "quick", "--study-name", "A b"],
+              "git": {"commit": "f" * 40, "dirty": True}, "versions": {"torch": "9.9"}},
+        "B": {"status": "finished"}}}
+    block = provenance_html(study, argv=["A", "B"])
+    assert "<code>plvae-study --preset quick --study-name &#x27;A b&#x27;</code>" in block
+    assert "f" * 40 + " (dirty: uncommitted changes)" in block and "torch 9.9" in block
+    assert block.count("not recorded in study.json") == 2   # B: neither command nor commit
+    assert "<code>python -m analysis A B</code>" in block
+    assert "0.00222 trial-hours (8 s: the sum of time_total_s over 2 of 2 trials)" in block   # 2 trials x 4 s
