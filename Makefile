@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup study test cluster-up cluster-down clean
+.PHONY: setup browser study test cluster-up cluster-down clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,12 @@ $(STAMP): pyproject.toml docker/constraints.txt
 study: setup
 	$(PY) tune/run_study.py $(ARGS)
 
-test: setup
+# tests/test_html_report.py renders report.html in Debian's chromium: installed with apt-get when
+# missing and possible (scripts/install_chromium.sh); never fatal, that test skips without it.
+browser:
+	@bash scripts/install_chromium.sh
+
+test: setup browser
 	$(PY) -m pytest $(ARGS)
 
 # Rehearse a cluster run on one machine: a Ray head and a worker on loopback. AUTOSCALING=1: a head

@@ -1,7 +1,7 @@
 """``python -m analysis PATH [PATH ...]`` (installed as ``plvae-analyze``): print the headline table and
-write PATH/report/report.md + figures. With several studies, each variant is compared with the
-baseline of its own study, side by side, and the report goes to --out (default: a ``compare_<A>+<B>``
-folder beside the first study)."""
+write PATH/report/report.md + figures, and report.html (all of it in one file to send). With several
+studies, each variant is compared with the baseline of its own study, side by side, and the report
+goes to --out (default: a ``compare_<A>+<B>`` folder beside the first study)."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,7 @@ import warnings
 from plvae import metrics as M
 
 from analysis.compare import compare
+from analysis.html_report import write_html
 from analysis.load import StudyLoadWarning, load_studies, load_study
 from analysis.report import REPORT_DIR, answer, headline_table, text_table, write_report
 
@@ -85,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                         "test is exploratory, raw p), over all tests, or within each quantity")
     p.add_argument("--no-figures", action="store_true", help="write the report without figures")
     p.add_argument("--no-data-spectrum", action="store_true", help="skip loading the data for its spectrum")
+    p.add_argument("--no-html", action="store_true", help="skip report.html (one self-contained file: report.md, "
+                                                          "figures, tables, provenance and links to each trial)")
     return p
 
 
@@ -109,6 +112,8 @@ def main(argv=None) -> int:
                     min_seeds=args.min_seeds, holm_family=args.holm)
         path = write_report(study, c, out=args.out, figures=not args.no_figures,
                             data_spectrum=not args.no_data_spectrum)
+        if not args.no_html:
+            path = write_html(study, path.parent, argv=sys.argv[1:] if argv is None else argv)   # the one file to send
     except (FileNotFoundError, ValueError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
