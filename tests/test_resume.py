@@ -13,8 +13,8 @@ import pytest
 from tune.cli import config_from_args
 from tune.run_study import main, new_record
 from tune.study_config import StudyError
-from tune.study_record import (STALE_S, TUNER_STATE, claim, driver_alive, prepare_resume, read_record,
-                               resume_candidate)
+from plvae.study_files import TUNER_FILE as TUNER_STATE
+from tune.study_record import STALE_S, claim, driver_alive, prepare_resume, read_record, resume_candidate
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["--variants", "vae,powerlaw", "--gammas", "0.5", "--seeds", "0,1", "--epochs", "2"]

@@ -17,6 +17,7 @@ import socket
 import sys
 
 from plvae.config import ConfigError
+from plvae.study_files import STUDY_CLAIMED
 from tune.cli import config_from_args, describe, plan, print_config
 from tune.study_config import StudyConfig, StudyError
 from tune.study_data import check_data_before_ray, load_and_measure
@@ -60,7 +61,7 @@ def new_record(cfg: StudyConfig) -> dict:
             "objective": STUDY_OBJECTIVE, "scheduler": cfg.scheduler, "search": cfg.search,
             "max_epochs": cfg.max_epochs, "num_trials": cfg.count() if cfg.search == "grid" else cfg.num_samples,
             "study_config": cfg.to_dict(), "data_alpha": {}, "started": now_iso(), "finished": None,
-            "status": "claimed", "results_path": cfg.experiment_path, **driver_fields()}
+            "status": STUDY_CLAIMED, "results_path": cfg.experiment_path, **driver_fields()}
 
 
 def main(argv=None) -> int:

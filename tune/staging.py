@@ -26,11 +26,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
+from plvae import study_files as F
 from tune.study_config import StudyConfig, is_uri
 from tune.study_record import _fs
 
-STATE_GLOB = "experiment_state-*.json"   # Tune's experiment-state files (TuneController.CKPT_FILE_TMPL)
-TRIAL_RECORD = ("params.json", "result.json")   # what analysis and the resume report read per trial
+TRIAL_RECORD = (F.PARAMS_FILE, F.RESULT_FILE)   # what analysis and the resume report read per trial
 
 
 def ray_temp_dir() -> str:
@@ -70,7 +70,7 @@ class Repair:
 
 
 def find_staging(cfg: StudyConfig, listing: dict[str, int]) -> Optional[str]:
-    states = sorted(f for f in listing if os.sep not in f and fnmatch.fnmatch(f, STATE_GLOB))
+    states = sorted(f for f in listing if os.sep not in f and fnmatch.fnmatch(f, F.EXPERIMENT_STATE_GLOB))
     if not states:
         return None
     pattern = os.path.join(glob.escape(ray_temp_dir()), "session_*", "artifacts", "*",
@@ -94,12 +94,11 @@ def _torn(text: Optional[bytes], name: str) -> bool:
     torn; result.json is empty until the first report is copied (which a slow copy can leave so
     for a running trial), so only a line that is not JSON - a copy cut mid-line - is torn."""
     if not text or not text.strip():
-        return name == "params.json"
+        return name == F.PARAMS_FILE
+    if name != F.PARAMS_FILE:
+        return bool(F.read_result_lines(text)[1])
     try:
-        if name == "params.json":
-            json.loads(text)
-        else:
-            [json.loads(line) for line in text.splitlines() if line.strip()]
+        json.loads(text)
     except ValueError:
         return True
     return False

@@ -23,12 +23,13 @@ import socket
 import threading
 from typing import Optional
 
+from plvae import metrics as M
+from plvae import study_files as F
 from plvae.config import TrialConfig
+from plvae.study_files import STUDY_FILE, TUNER_FILE
 from tune.study_config import StudyConfig, StudyError, is_uri, join_storage
 
-STUDY_FILE = "study.json"
 CLAIM_FILE = ".plvae-claim"
-TUNER_STATE = "tuner.pkl"          # Tune's saved Tuner (Tuner.restore needs it)
 HEARTBEAT_S = 15.0
 STALE_S = 4 * HEARTBEAT_S
 RECORD_FIELDS = ("study_name", "study_config", "status", "started")
@@ -155,7 +156,7 @@ def driver_fields() -> dict:
 
 def driver_alive(record: dict, now: Optional[_dt.datetime] = None) -> bool:
     """Whether the driver named in a record still runs: a fresh heartbeat, and on this host a live pid."""
-    if record.get("status") not in ("claimed", "running"):
+    if record.get("status") not in (F.STUDY_CLAIMED, F.STUDY_RUNNING):
         return False
     try:
         beat = _dt.datetime.fromisoformat(record["heartbeat"])
@@ -227,7 +228,7 @@ def resume_candidate(storage_path: str) -> Optional[str]:
             rec = read_record(join_storage(storage_path, name))
         except StudyError:
             continue
-        if rec and rec.get("status") != "finished" and not driver_alive(rec):
+        if rec and rec.get("status") != F.STUDY_FINISHED and not driver_alive(rec):
             found.append((str(rec.get("started") or ""), name))
     return max(found)[1] if found else None
 
@@ -251,7 +252,7 @@ def prepare_resume(cfg: StudyConfig, given: list) -> tuple[StudyConfig, dict, li
     if prior is None:
         raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: no {STUDY_FILE} under {path}; "
                          f"allowed: a study started there")
-    if prior.get("status") == "finished":
+    if prior.get("status") == F.STUDY_FINISHED:
         raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: it finished on "
                          f"{prior.get('finished')}; allowed: an unfinished study (analyse this one: "
                          f"python -m analysis {path})")
@@ -260,8 +261,8 @@ def prepare_resume(cfg: StudyConfig, given: list) -> tuple[StudyConfig, dict, li
         raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: its driver is alive (pid "
                          f"{d.get('pid')} on {d.get('host')}, heartbeat {prior.get('heartbeat')}); allowed: a study "
                          f"whose driver has stopped (wait {int(STALE_S)} s after it dies)")
-    if not exists(join_storage(path, TUNER_STATE)):
-        raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: {path} has no {TUNER_STATE} "
+    if not exists(join_storage(path, TUNER_FILE)):
+        raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: {path} has no {TUNER_FILE} "
                          f"(Tune's saved state; the study stopped before Tune started), so no trial can be "
                          f"continued; allowed: a study with Tune state, or run it anew under a new --study-name")
     try:
@@ -288,6 +289,10 @@ def prepare_resume(cfg: StudyConfig, given: list) -> tuple[StudyConfig, dict, li
     return stored.validate(), prior, notes
 
 
+# Outcomes a resume keeps as they are (Tune continues the running and the errored trials).
+FINAL_OUTCOMES = (M.COMPLETED, M.EARLY_STOPPED, M.DIVERGED_OUTCOME)
+
+
 def resume_report(cfg: StudyConfig, prior: dict, trials: list[dict]) -> list[str]:
     """What a resume would do, for --dry-run: which trials finished (kept as they are), which are
     in progress (continued from their last checkpoint), damaged or missing (not started yet).
@@ -299,33 +304,25 @@ def resume_report(cfg: StudyConfig, prior: dict, trials: list[dict]) -> list[str
     finished, running, damaged, seen = [], [], [], set()
     for name in sorted(os.listdir(path)):
         d = os.path.join(path, name)
-        if not os.path.isfile(os.path.join(d, "params.json")):
+        if not os.path.isfile(os.path.join(d, F.PARAMS_FILE)):
             continue
         try:
-            with open(os.path.join(d, "params.json")) as f:
-                params = json.load(f)
+            params = json.loads(read_text(os.path.join(d, F.PARAMS_FILE)) or "")
             seen.add(json.dumps(params, sort_keys=True))
-        except (OSError, ValueError):
-            damaged.append(f"{name} (params.json unreadable)")
+        except ValueError:
+            damaged.append(f"{name} ({F.PARAMS_FILE} unreadable)")
             continue
-        epochs, bad = 0, 0
-        try:
-            with open(os.path.join(d, "result.json")) as f:
-                for line in f:
-                    try:
-                        epochs = max(epochs, int(json.loads(line)["training_iteration"]))
-                    except (ValueError, KeyError, TypeError):
-                        bad += line.strip() != ""
-        except OSError:
-            pass
-        checkpoints = sum(c.startswith("checkpoint_") for c in os.listdir(d))
+        rows, bad = F.read_result_lines(read_text(os.path.join(d, F.RESULT_FILE)) or "")
+        checkpoints = sum(c.startswith(F.CHECKPOINT_PREFIX) for c in os.listdir(d))
         tid = next((t for t in status if name.endswith(t)), None)
+        outcome = F.trial_outcome(status.get(tid), rows, cfg.max_epochs, prior.get("status"),
+                                  error_text=read_text(os.path.join(d, F.ERROR_FILE)))
         if bad:
-            damaged.append(f"{name} ({bad} unreadable result line(s))")
-        elif epochs >= cfg.max_epochs or status.get(tid) == "TERMINATED":
+            damaged.append(f"{name} ({len(bad)} unreadable result line(s))")
+        elif outcome in FINAL_OUTCOMES:
             finished.append(name)
-        else:
-            running.append(f"{name} (epoch {epochs}, {checkpoints} checkpoint(s))")
+        else:   # running, or errored: Tune continues both from their last checkpoint (resume_errored)
+            running.append(f"{name} (epoch {F.epochs_reported(rows)}, {checkpoints} checkpoint(s))")
     missing = [t for t in trials if json.dumps(t, sort_keys=True) not in seen]
     lines = [f"resume {cfg.study_name}: {len(finished)} finished (kept), {len(running)} in progress (continued "
              f"from their last checkpoint), {len(damaged)} damaged, {len(missing)} not started"]

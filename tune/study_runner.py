@@ -24,6 +24,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from plvae import metrics as M
+from plvae import study_files as F
 from plvae.config import ConfigError
 from tune.cli import max_concurrent, plan
 from tune.reporting import STUDY_OBJECTIVE
@@ -31,7 +32,7 @@ from tune.auth_token import secure_auth_token
 from tune.study_config import StudyConfig, StudyError, is_uri
 from tune.study_data import load_and_measure
 from tune.study_record import Heartbeat, now_iso, release
-from tune.summary import best_per_variant, summary_text, trial_outcome
+from tune.summary import best_per_variant, outcomes, summary_text
 from tune.sweeps import SWEEPS, OptunaSpace
 from tune.trainable import train_trial, trial_dirname, trial_name
 
@@ -142,7 +143,7 @@ def make_trainable(cfg: StudyConfig, data):
 
 def progress_reporter(cfg: StudyConfig):
     params = {k: k for k in SWEEPS if k not in ("clip_dim", "decay_rate")}
-    metrics = {"training_iteration": "epoch", cfg.metric: cfg.metric, M.VAL_LOSS: M.VAL_LOSS,
+    metrics = {F.TRAINING_ITERATION: "epoch", cfg.metric: cfg.metric, M.VAL_LOSS: M.VAL_LOSS,
                M.DIVERGED: M.DIVERGED}
     return tune.CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=20,
                             max_column_length=20, print_intermediate_tables=True)
@@ -186,7 +187,7 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
     """ASHA on the study objective (or FIFO); the grid as preset points, one flat TrialConfig dict
     per trial (or Optuna's define-by-run space); checkpoints kept per trial; our columns."""
     if cfg.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=STUDY_OBJECTIVE, mode="min",
+        scheduler = ASHAScheduler(time_attr=F.TRAINING_ITERATION, metric=STUDY_OBJECTIVE, mode="min",
                                   max_t=cfg.max_epochs, grace_period=cfg.grace_period,
                                   reduction_factor=cfg.reduction_factor)
     else:
@@ -234,7 +235,7 @@ def run(cfg: StudyConfig, record: dict, prior: Optional[dict] = None, out=sys.st
     started_wall = _dt.datetime.now()
     heartbeat = Heartbeat(cfg, record).start()
     if prior is not None:   # from now on a second --resume sees a live driver
-        heartbeat.update(status="running")
+        heartbeat.update(status=F.STUDY_RUNNING)
     owns_ray = not ray.is_initialized()  # a Ray already started in this process is used as it is
     fitted = False
     try:
@@ -248,7 +249,7 @@ def run(cfg: StudyConfig, record: dict, prior: Optional[dict] = None, out=sys.st
         p = plan(cfg, (prior or {}).get("data_alpha") or alphas)
         for note in p.notes:
             print(note, file=out)
-        heartbeat.update(status="running", finished=None, dashboard_url=dashboard, results_path=cfg.experiment_path,
+        heartbeat.update(status=F.STUDY_RUNNING, finished=None, dashboard_url=dashboard, results_path=cfg.experiment_path,
                          data_alpha=(prior or {}).get("data_alpha") or alphas,
                          num_trials=len(p.trials) if p.trials else cfg.num_samples,
                          **({"resumed": record.get("resumed", []) + [now_iso()]} if prior else {}))
@@ -262,16 +263,16 @@ def run(cfg: StudyConfig, record: dict, prior: Optional[dict] = None, out=sys.st
         try:
             tuner.fit()
         except BaseException:  # a crash or a second Ctrl-C: the record says so, --resume continues
-            heartbeat.update(status="interrupted")
+            heartbeat.update(status=F.STUDY_INTERRUPTED)
             raise
         final = saved_trials(cfg)
-        outcomes = {tid: trial_outcome(t["status"], t["last_result"], cfg.max_epochs) for tid, t in final.items()}
-        interrupted = any(o == M.RUNNING for o in outcomes.values()) or not final
+        outcome = outcomes(final, cfg.max_epochs)
+        interrupted = any(o == M.RUNNING for o in outcome.values()) or not final
         heartbeat.update(
-            status="interrupted" if interrupted else "finished", finished=None if interrupted else now_iso(),
-            trial_status={tid: t["status"] for tid, t in final.items()}, trial_outcome=outcomes,
-            summary={k: sum(o == k for o in outcomes.values()) for k in M.OUTCOMES},
-            best_per_variant=best_per_variant(final, cfg.metric))
+            status=F.STUDY_INTERRUPTED if interrupted else F.STUDY_FINISHED, finished=None if interrupted else now_iso(),
+            trial_status={tid: t["status"] for tid, t in final.items()}, trial_outcome=outcome,
+            summary={k: sum(o == k for o in outcome.values()) for k in M.OUTCOMES},
+            best_per_variant=best_per_variant(final, cfg.metric, outcome))
         print(summary_text(cfg, record, (_dt.datetime.now() - started_wall).total_seconds()), file=out)
         if interrupted:
             return 130
