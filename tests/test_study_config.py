@@ -17,7 +17,7 @@ from plvae.priors import VARIANT_NAMES, VARIANTS
 from tune.cli import config_from_args, describe, load_preset, preset_names
 from tune.run_study import main
 from tune.study_config import STUDY_METRICS, StudyConfig, StudyError
-from tune.sweeps import SWEEPS, OptunaSpace, add_data_gamma, parse_values, uses
+from tune.sweeps import SWEEPS, OptunaSpace, add_data_gamma, parse_values
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -30,7 +30,7 @@ def expected_grid_size(cfg: StudyConfig) -> int:
         v = VARIANTS[name]
         n = 1
         for tfield, lst in SWEEPS.items():
-            if tfield != "variant" and uses(v, tfield):
+            if tfield != "variant" and v.uses(tfield):
                 n *= len(getattr(cfg, lst))
         total += n
     return total

@@ -18,8 +18,9 @@ import yaml
 
 from plvae.config import DATASETS, NETS, TrialConfig, is_int
 from plvae.priors import VARIANT_NAMES
-from tune.study_config import STUDY_METRICS, StudyConfig, StudyError
-from tune.sweeps import INT_SWEEPS, SWEEP_LISTS, SWEEPS, add_data_gamma, bad, parse_values
+from tune.errors import StudyError, bad
+from tune.study_config import STUDY_METRICS, StudyConfig
+from tune.sweeps import INT_SWEEPS, SWEEP_LISTS, SWEEPS, add_data_gamma, parse_values
 
 # Optuna learns from finished trials: without a limit it samples every trial at once, blind.
 OPTUNA_DEFAULT_CONCURRENCY = 4

@@ -19,7 +19,8 @@ import sys
 from plvae.config import ConfigError
 from plvae.study_files import STUDY_CLAIMED
 from tune.cli import config_from_args, describe, plan, print_config
-from tune.study_config import StudyConfig, StudyError
+from tune.errors import StudyError
+from tune.study_config import StudyConfig
 from tune.study_data import check_data_before_ray, load_and_measure
 from tune.study_record import (claim, driver_fields, exists, now_iso, prepare_resume, resume_candidate,
                                resume_report)

@@ -18,8 +18,10 @@ from typing import Optional
 from plvae import metrics as M
 from plvae.config import ConfigError, TrialConfig, is_finite_number, is_int
 from plvae.priors import VARIANT_NAMES, VARIANTS, W2
+from tune.errors import StudyError, bad
+from tune.storage import is_uri, join_storage
 from tune.sweeps import (ALPHA_GAMMA, DEFAULT_MAX_TRIALS, INT_SWEEPS, SWEEP_LISTS, SWEEPS, TRIAL_DEFAULTS,
-                         StudyError, bad, count_trials, grid_trials, probe_value, uses)
+                         count_trials, grid_trials, probe_value)
 
 SEARCHES = ("grid", "optuna")
 SCHEDULERS = ("asha", "fifo")
@@ -30,15 +32,6 @@ STUDY_METRICS = tuple(m for m in (M.metric(stage, name) for stage in (M.VAL, M.T
 # A `primary` entry: one declared comparison (Holm corrects over these only; analysis.compare).
 PRIMARY_QUANTITIES = ("final", "epochs_to_target", "diverged", "distortion_gap")
 PRIMARY_KEYS = ("quantity", "variant", "where", "per")
-
-
-def is_uri(path: str) -> bool:
-    """s3://, gs://, hdfs://, ... - storage every node of a cluster can reach by construction."""
-    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path or "")) and not path.startswith("file://")
-
-
-def join_storage(storage_path: str, name: str) -> str:
-    return storage_path.rstrip("/") + "/" + name if is_uri(storage_path) else os.path.join(storage_path, name)
 
 
 def default_study_name(preset: Optional[str]) -> str:
@@ -184,7 +177,7 @@ class StudyConfig:
             values = getattr(self, lst)
             if not isinstance(values, list):
                 raise bad(where + lst, values, "a list")
-            needed = any(uses(VARIANTS[v], tfield) for v in self.variants if v in VARIANTS)
+            needed = any(VARIANTS[v].uses(tfield) for v in self.variants if v in VARIANTS)
             if not values and needed:
                 raise bad(where + lst, values, f"a non-empty list of {tfield} values (empty grid)")
             clean = {}

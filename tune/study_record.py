@@ -27,7 +27,9 @@ from plvae import metrics as M
 from plvae import study_files as F
 from plvae.config import TrialConfig
 from plvae.study_files import STUDY_FILE, TUNER_FILE
-from tune.study_config import StudyConfig, StudyError, is_uri, join_storage
+from tune.errors import StudyError
+from tune.storage import exists, fs, is_uri, join_storage, read_text, subfolders, write_text
+from tune.study_config import StudyConfig
 
 CLAIM_FILE = ".plvae-claim"
 HEARTBEAT_S = 15.0
@@ -44,50 +46,7 @@ def now_iso() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-# ---------------------------------------------------------------------------- files, local or URI
-def _fs(path: str):
-    import pyarrow.fs
-
-    try:
-        return pyarrow.fs.FileSystem.from_uri(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a bad URI
-        raise StudyError(f"storage_path={path!r} is invalid ({' '.join(str(e).split())[:200]}); allowed: "
-                         f"a local directory or a URI pyarrow can open (s3://bucket/path, gs://bucket/path)") from None
-
-
-def exists(path: str) -> bool:
-    if not is_uri(path):
-        return os.path.exists(path)
-    import pyarrow.fs
-
-    fs, p = _fs(path)
-    return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
-
-
-def read_text(path: str) -> Optional[str]:
-    try:
-        if not is_uri(path):
-            with open(path) as f:
-                return f.read()
-        fs, p = _fs(path)
-        with fs.open_input_stream(p) as f:
-            return f.read().decode()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def write_text(path: str, text: str) -> None:
-    if is_uri(path):
-        fs, p = _fs(path)
-        with fs.open_output_stream(p) as f:
-            f.write(text.encode())
-        return
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)   # atomic: a reader never sees half a record
-
-
+# ---------------------------------------------------------------------------- study.json
 def read_record(experiment_path: str) -> Optional[dict]:
     """study.json, or None when absent. Raises StudyError (one line) when it is no study record."""
     path = join_storage(experiment_path, STUDY_FILE)
@@ -119,10 +78,10 @@ def claim(cfg: StudyConfig, record: dict) -> None:
              f"--resume to continue that study")
     try:
         if is_uri(path):
-            fs, p = _fs(path)
+            filesystem, p = fs(path)
             if exists(path):
                 raise StudyError(taken)
-            fs.create_dir(p, recursive=True)
+            filesystem.create_dir(p, recursive=True)
             token = secrets.token_hex(8)
             marker = join_storage(path, CLAIM_FILE)
             write_text(marker, token)
@@ -214,16 +173,8 @@ class Heartbeat:
 def resume_candidate(storage_path: str) -> Optional[str]:
     """The most recently started study under storage_path that did not finish and whose driver is
     gone (a study still running elsewhere is no candidate), for a bare --resume."""
-    if is_uri(storage_path):
-        import pyarrow.fs
-
-        fs, p = _fs(storage_path)
-        names = [info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(p, allow_not_found=True))
-                 if info.type == pyarrow.fs.FileType.Directory]
-    else:
-        names = os.listdir(storage_path) if os.path.isdir(storage_path) else []
     found = []
-    for name in names:
+    for name in subfolders(storage_path):
         try:
             rec = read_record(join_storage(storage_path, name))
         except StudyError:

@@ -29,7 +29,9 @@ from plvae.config import ConfigError
 from tune.cli import max_concurrent, plan
 from tune.reporting import STUDY_OBJECTIVE
 from tune.auth_token import secure_auth_token
-from tune.study_config import StudyConfig, StudyError, is_uri
+from tune.errors import StudyError
+from tune.storage import is_uri
+from tune.study_config import StudyConfig
 from tune.study_data import load_and_measure
 from tune.study_record import Heartbeat, now_iso, release
 from tune.summary import best_per_variant, outcomes, summary_text

@@ -10,10 +10,11 @@ import dataclasses
 import itertools
 import math
 import re
-from typing import Any, Optional
+from typing import Optional
 
 from plvae.config import ConfigError, TrialConfig
 from plvae.priors import VARIANTS, Variant, matched_gamma
+from tune.errors import StudyError, bad
 
 # Swept TrialConfig field -> the StudyConfig list holding its values, in grid order.
 SWEEPS = {"variant": "variants", "gamma": "gammas", "latent_dim": "latent_dims", "min_decay": "min_decays",
@@ -30,19 +31,6 @@ DEFAULT_MAX_TRIALS = 5000
 # A gamma given relative to the data's measured exponent (with gamma_from_data): "alpha/2",
 # "alpha", "1.5*alpha". Resolved to numbers once alpha is measured.
 ALPHA_GAMMA = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?alpha\s*(?:/\s*(\d+(?:\.\d*)?))?\s*$")
-
-
-class StudyError(ConfigError):
-    """A one-line message naming the field, the bad value and what is allowed."""
-
-
-def bad(name: str, value: Any, allowed: str) -> StudyError:
-    return StudyError(f"{name}={value!r} is invalid; allowed: {allowed}")
-
-
-def uses(variant: Variant, tfield: str) -> bool:
-    """Whether a variant uses a swept field (plvae.priors.Variant.uses)."""
-    return variant.uses(tfield)
 
 
 def resolve_gamma(value, alpha: float) -> float:
@@ -76,7 +64,7 @@ def _axes(grid, variant: Variant, alpha: float) -> list[list]:
     for tfield, lst in SWEEPS.items():
         if tfield == "variant":
             axes.append([variant.name])
-        elif not uses(variant, tfield):
+        elif not variant.uses(tfield):
             axes.append([TRIAL_DEFAULTS[tfield]])
         elif tfield == "gamma":
             axes.append(list(dict.fromkeys(resolve_gamma(g, alpha) for g in grid.gammas)))
@@ -125,7 +113,7 @@ def grid_trials(grids: list, fixed: dict, extra: Optional[dict] = None) -> list[
 def probe_value(fixed: dict, tfield: str, value, where: str = "") -> None:
     """Validate one sweep value by building a TrialConfig that uses it (on a variant that needs it)."""
     probe = {**fixed, tfield: value}
-    variant = next(v for v in VARIANTS.values() if uses(v, tfield))
+    variant = next(v for v in VARIANTS.values() if v.uses(tfield))
     if tfield != "variant":
         probe["variant"] = variant.name
         if variant.uses("clip_dim") and tfield != "clip_dim":
@@ -164,7 +152,7 @@ class OptunaSpace:
         for tfield in SWEEPS:
             if tfield == "variant":
                 continue
-            if not uses(variant, tfield):
+            if not variant.uses(tfield):
                 fixed[tfield] = TRIAL_DEFAULTS[tfield]
             elif tfield == "gamma":
                 ask(tfield, lambda n, v: trial.suggest_float(n, min(v), max(v)))
