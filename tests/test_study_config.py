@@ -14,10 +14,11 @@ import pytest
 from plvae import metrics as M
 from plvae.config import TrialConfig
 from plvae.priors import VARIANT_NAMES, VARIANTS
-from tune.cli import config_from_args, describe, load_preset, preset_names
+from tune.cli import config_from_args, load_preset, preset_names
+from tune.plan import describe, plan
 from tune.run_study import main
 from tune.study_config import STUDY_METRICS, StudyConfig, StudyError
-from tune.sweeps import SWEEPS, OptunaSpace, add_data_gamma, parse_values
+from tune.sweeps import SWEEPS, OptunaSpace, parse_values
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -53,9 +54,9 @@ def test_presets_exist_and_validate():
 def test_evidence_real_is_the_documented_design():
     """The preset's comment promises 260 + 520 + 100 + 80 = 960 trials, ten seeds each setting."""
     cfg = load_preset("evidence_real").validate()
-    extra = {"data_alpha": 1.7, "data_gamma": 0.85}
-    add_data_gamma(cfg, {"k": 1.7})
-    trials = cfg.trial_dicts(extra)
+    p = plan(cfg, {"k": 1.7})
+    assert p.extra == {"data_alpha": 1.7, "data_gamma": 0.85}
+    trials = p.trials
     assert len(trials) == 960
     assert {t["latent_dim"] for t in trials} == {16, 64, 256}
     assert {t["min_decay"] for t in trials if t["variant"] == "powerlaw_clamp"} == {0.001, 0.01}
@@ -81,9 +82,10 @@ def test_kl_coeffs_is_a_sweep():
 def test_gammas_relative_to_alpha_resolve_with_the_measured_alpha():
     cfg, _ = config_from_args(["--variants", "vae,powerlaw", "--gammas", "0.25,alpha/2,1.5*alpha",
                                "--gamma-from-data"])
-    extra = add_data_gamma(cfg, {"natural_patches": 1.7})
-    assert extra == {"data_alpha": 1.7, "data_gamma": 0.85}
-    assert sorted({t["gamma"] for t in cfg.trial_dicts(extra) if t["variant"] == "powerlaw"}) == [0.25, 0.85, 2.55]
+    p = plan(cfg, {"natural_patches": 1.7})
+    assert p.extra == {"data_alpha": 1.7, "data_gamma": 0.85} and p.gammas == [0.25, 0.85, 2.55]
+    assert sorted({t["gamma"] for t in p.trials if t["variant"] == "powerlaw"}) == [0.25, 0.85, 2.55]
+    assert cfg.gammas == [0.25, "alpha/2", "1.5*alpha"]   # the plan resolves a copy: the study is unchanged
     # Without a measured alpha there is nothing to be relative to: one line, before Ray.
     with pytest.raises(StudyError, match="gamma='alpha/2' is invalid"):
         config_from_args(["--variants", "powerlaw", "--gammas", "alpha/2"])

@@ -18,7 +18,8 @@ import sys
 
 from plvae.config import ConfigError
 from plvae.study_files import STUDY_CLAIMED
-from tune.cli import config_from_args, describe, plan, print_config
+from tune.cli import config_from_args, print_config
+from tune.plan import describe, plan
 from tune.errors import StudyError
 from tune.study_config import StudyConfig
 from tune.study_data import check_data_before_ray, load_and_measure
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
             if cfg.gamma_from_data and not alphas:   # measured here, without Ray: the data are loaded
                 alphas = load_and_measure(cfg, measure=True)[1]
             p = plan(cfg, alphas)
-            print("\n".join(p.notes + [describe(cfg, p.trials)]))
+            print("\n".join(p.notes + [describe(p.study, p.trials)]))
             if prior is not None:
                 print("\n".join(resume_report(cfg, prior, p.trials) + finish_interrupted_copy(cfg, dry_run=True)))
             return 0

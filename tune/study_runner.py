@@ -3,7 +3,7 @@
 Flow: a validated ``StudyConfig`` whose folder is already claimed (tune/study_record.py) -> the
 heartbeat starts -> Ray started locally or joined -> checks only a running Ray can answer (shared
 storage on several nodes, GPUs present) before any trial -> the study's data built once into the
-object store (alpha measured for --gamma-from-data) -> the plan (tune/cli.py, as the dry run) ->
+object store (alpha measured for --gamma-from-data) -> the plan (tune/plan.py, as the dry run) ->
 ``tune.Tuner`` (or ``Tuner.restore`` for --resume) -> each trial's status read back from the
 state Tune saved -> the summary and the final study.json.
 
@@ -26,10 +26,10 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from plvae import metrics as M
 from plvae import study_files as F
 from plvae.config import ConfigError
-from tune.cli import max_concurrent, plan
 from tune.reporting import STUDY_OBJECTIVE
 from tune.auth_token import secure_auth_token
 from tune.errors import StudyError
+from tune.plan import max_concurrent, plan
 from tune.storage import is_uri
 from tune.study_config import StudyConfig
 from tune.study_data import load_and_measure
@@ -260,7 +260,7 @@ def run(cfg: StudyConfig, record: dict, prior: Optional[dict] = None, out=sys.st
             tuner = tune.Tuner.restore(cfg.experiment_path, trainable=make_trainable(cfg, data),
                                        resume_unfinished=True, resume_errored=True, restart_errored=False)
         else:
-            tuner = build_tuner(cfg, p.trials, data, p.extra)
+            tuner = build_tuner(p.study, p.trials, data, p.extra)
         fitted = True
         try:
             tuner.fit()

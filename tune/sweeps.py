@@ -41,19 +41,20 @@ def resolve_gamma(value, alpha: float) -> float:
     return round(float(m.group(1) or 1) * alpha / float(m.group(2) or 1), 2)
 
 
-def add_data_gamma(cfg, alphas: dict) -> dict:
-    """--gamma-from-data: add gamma = alpha/2 to the gammas (and resolve 'alpha/2'-style entries);
-    return the trials' extra tags {"data_alpha", "data_gamma"}."""
+def data_gamma(alphas: dict) -> dict:
+    """--gamma-from-data: the trials' extra tags {"data_alpha", "data_gamma"}, gamma = alpha/2
+    (plvae.priors.matched_gamma) from the measured alpha."""
     alpha = next(iter(alphas.values()))  # the data fields are fixed in a study: one dataset
     gamma = matched_gamma(alpha)
     if not math.isfinite(alpha) or gamma < 0:
         raise StudyError(f"gamma_from_data: measured alpha={alpha:.3f} gives gamma={gamma} < 0; allowed: "
                          "data whose spectrum decays (alpha > 0)")
-    cfg.gammas = sorted({resolve_gamma(g, alpha) for g in cfg.gammas} | {gamma})
-    for g in cfg.grids:
-        if "gammas" in g:
-            g["gammas"] = sorted({resolve_gamma(x, alpha) for x in g["gammas"]} | {gamma})
     return {"data_alpha": alpha, "data_gamma": gamma}
+
+
+def resolved_gammas(gammas: list, extra: dict) -> list:
+    """A gamma list with its 'alpha/2'-style entries resolved and the data-matched gamma added."""
+    return sorted({resolve_gamma(g, extra["data_alpha"]) for g in gammas} | {extra["data_gamma"]})
 
 
 # ---------------------------------------------------------------------------- the grid
