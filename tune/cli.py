@@ -315,5 +315,5 @@ def config_from_args(argv: Optional[Sequence[str]] = None) -> tuple[StudyConfig,
         args.notes.append(f"note: grace_period {cfg.grace_period} (from the preset) clamped to max_epochs="
                           f"{cfg.max_epochs}")
         cfg.grace_period = cfg.max_epochs
-    cfg.validate()
+    cfg.fill_in().validate()
     return cfg, args

@@ -29,7 +29,7 @@ def best_per_variant(final: dict, metric: str, outcome: dict) -> dict:
             continue
         variant = conf.get("variant")
         if variant not in best or value < best[variant][metric]:
-            best[variant] = {"trial_id": trial_id, metric: value, "epochs": last.get(F.TRAINING_ITERATION),
+            best[variant] = {F.TRIAL_ID: trial_id, metric: value, "epochs": last.get(F.TRAINING_ITERATION),
                              **{k: conf.get(k) for k in SWEEPS if k != "variant"}}
     return best
 
@@ -53,7 +53,7 @@ def summary_text(cfg: StudyConfig, record: dict, wall_s: float) -> str:
             used = [k for k in SWEEPS if k != "variant" and b.get(k) is not None and VARIANTS[variant].uses(k)]
             params = ", ".join(f"{k}={b[k]:g}" if isinstance(b[k], float) else f"{k}={b[k]}" for k in used)
             tag = "  [W2 objective: not comparable]" if variant in other else ""
-            lines.append(f"  {variant:<20} {b[cfg.metric]:.5f}  ({params}; {b['epochs']} epochs; {b['trial_id']}){tag}")
+            lines.append(f"  {variant:<20} {b[cfg.metric]:.5f}  ({params}; {b['epochs']} epochs; {b[F.TRIAL_ID]}){tag}")
     lines += [f"results: {cfg.experiment_path}",
               f"open them: {ANALYSIS_COMMAND.format(path=cfg.experiment_path)}",
               f"TensorBoard: tensorboard --logdir {cfg.experiment_path}"]
