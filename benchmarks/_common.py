@@ -28,7 +28,7 @@ def emit(out: dict, json_path: str | None) -> None:
 
 # ---------------------------------------------------------------------------- studies, timed
 # Scripts that time a real study (bench_asha, bench_turnover) drive it through the study's own
-# public path - tune.cli.config_from_args, study_record.claim, study_runner.run - and see each
+# public path - tune.cli.config_from_args, StudyRecord.open and claim, study_runner.run - and see each
 # result as the driver receives it through a public ``ray.tune.Callback`` that Tune adds from
 # the RAY_TUNE_CALLBACKS environment variable (its value: STUDY_CLOCK). The callback class is
 # built on first access (PEP 562), so scripts without Ray (bench_gpu) can import this module.
@@ -91,17 +91,16 @@ def run_timed_study(argv: list) -> dict:
 
     from tune import study_runner
     from tune.cli import config_from_args
-    from tune.run_study import new_record
-    from tune.study_record import claim
+    from tune.study_record import StudyRecord
 
     if STUDY_CLOCK not in os.environ.get("RAY_TUNE_CALLBACKS", "").split(","):
         raise RuntimeError("RAY_TUNE_CALLBACKS must name " + STUDY_CLOCK + " (apply study_environment() first)")
     cfg, _ = config_from_args(argv)
-    record = new_record(cfg)
-    claim(cfg, record)
+    study = StudyRecord.open(cfg)
+    study.claim()
     STUDY_EVENTS.clear()
     t0, wall0 = time.perf_counter(), time.time()
-    rc = study_runner.run(cfg, record, out=io.StringIO())
+    rc = study_runner.run(study, out=io.StringIO())
     wall = time.perf_counter() - t0
     events = list(STUDY_EVENTS)
     if not any(kind == "result" for kind, *_ in events):

@@ -2,7 +2,7 @@
 share of trial-epochs ASHA needs to find a configuration within 2% of FIFO's best final
 validation metric (``plvae.metrics.DEFAULT_STUDY_METRIC``, val_loss). Goal: <= 0.5.
 
-Both studies run through the study engine (tune.cli.config_from_args, study_record.claim and
+Both studies run through the study engine (tune.cli.config_from_args, StudyRecord.open and claim,
 study_runner.run, the code behind ``python tune/run_study.py``), one after the other in one
 process and one Ray; only ``--scheduler`` differs. A public ``ray.tune.Callback`` (added through
 Ray's RAY_TUNE_CALLBACKS variable, benchmarks/_common.py) notes every result in the order the

@@ -3,7 +3,7 @@ starting on the slot it freed, with Tune's actor reuse on (the default) and off
 (--no-reuse-actors), measured in one process, one Ray, arms interleaved (on, off, on, off, ...).
 Goal: median gap <= 1 s.
 
-Each arm is a real study through the study engine (tune.cli.config_from_args, study_record.claim
+Each arm is a real study through the study engine (tune.cli.config_from_args, StudyRecord.claim
 and study_runner.run, the code behind ``python tune/run_study.py``): FIFO, so every trial runs
 all its epochs, tiny data (sklearn's 8x8 digits, latent 4) so the turnover dominates.
 

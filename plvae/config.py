@@ -46,7 +46,7 @@ def is_int(x) -> bool:
 
 @dataclass
 class TrialConfig:
-    # --- the prior variant (DESIGN.md's table)
+    # --- the prior variant (docs/design.md's table)
     variant: str = "vae"
     gamma: float = 0.0
     latent_dim: int = 16

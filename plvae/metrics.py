@@ -45,7 +45,7 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 DIVERGED = "diverged"
 
 # What a study compares on by default. Every KL variant is an exact reparameterisation of the
-# same beta-VAE (DESIGN.md, "Comparing variants fairly"), so val_loss is one objective for all of
+# same beta-VAE (docs/design.md, "Comparing variants fairly"), so val_loss is one objective for all of
 # them; recon_mu alone rewards moving along the rate-distortion curve. (powerlaw_wae optimises a
 # squared-W2 objective: its val_loss is its own, compared in the rate-distortion plane only.)
 DEFAULT_STUDY_METRIC = VAL_LOSS

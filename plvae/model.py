@@ -5,7 +5,7 @@ decay vector s, whether sampling uses N(mu, (sigma*s)^2) or N(mu, sigma^2), and 
 against the prior N(0, s^2). With s = 1 (gamma = 0) every KL variant is the standard VAE, to the bit.
 
 Every KL variant is an exact reparameterisation of the standard beta-VAE (u = z / s), so the total
-loss is one objective for all of them (DESIGN.md, "Comparing variants fairly"). Validation also
+loss is one objective for all of them (docs/design.md, "Comparing variants fairly"). Validation also
 logs where a trial sits on the rate-distortion trade-off: `rate`, the closed-form KL from the
 posterior used for sampling to the prior summed over latent dims (nats per example, whatever the
 estimator and reduction of the loss), and `recon_mu`, the reconstruction error at z = mu.

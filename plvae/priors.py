@@ -1,6 +1,6 @@
 """Prior variants: decay schedules, the registry keyed by name, and the divergences.
 
-A variant is three choices (DESIGN.md, "The science"): the decay schedule s_k that scales the
+A variant is three choices (docs/design.md, "The science"): the decay schedule s_k that scales the
 prior's standard deviations, N(0, s^2); whether the posterior used for sampling is decayed too,
 N(mu, (sigma*s)^2); and the divergence (KL or squared 2-Wasserstein). Everything here is pure
 tensor code on the caller's device and dtype.

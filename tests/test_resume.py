@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tune.cli import config_from_args
-from tune.run_study import main, new_record
+from tune.run_study import main
 from tune.study_config import StudyError
-from tune.study_record import (STALE_S, TUNER_STATE, claim, driver_alive, prepare_resume, read_record,
-                               resume_candidate)
+from plvae.study_files import TUNER_FILE as TUNER_STATE
+from tune.study_record import STALE_S, claim, driver_alive, new_record, prepare_resume, read_record, resume_candidate
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["--variants", "vae,powerlaw", "--gammas", "0.5", "--seeds", "0,1", "--epochs", "2"]
@@ -249,3 +249,72 @@ def test_without_the_staging_folder_torn_records_are_named(tmp_path, monkeypatch
     (stage / "t1").mkdir(parents=True)
     (stage / "experiment_state-2026-11-26_09-00-00.json").write_text("{}")
     assert plan_repair(cfg).staging is None
+
+
+# ---------------------------------------------------------------------------- the study's life, one handle
+def test_a_failure_while_running_says_why_and_frees_a_study_that_started_no_trial(tmp_path):
+    from tune.study_record import StudyRecord
+
+    cfg, _ = config_from_args(BASE + ["--storage-path", str(tmp_path), "--study-name", "new"])
+    study = StudyRecord.open(cfg)
+    assert study.claim() == [] and read_record(str(tmp_path / "new"))["status"] == "claimed"
+    with pytest.raises(StudyError):
+        with study.running():
+            raise StudyError("gpus_per_trial=1 is invalid with 0 GPUs; allowed: ...")
+    assert not (tmp_path / "new").exists()           # no trial started: the name is free again
+
+    cfg, _ = config_from_args(BASE + ["--storage-path", str(tmp_path), "--study-name", "started"])
+    study = StudyRecord.open(cfg)
+    study.claim()
+    with pytest.raises(KeyboardInterrupt):
+        with study.running():
+            study.start_trials(num_trials=4)
+            assert read_record(str(tmp_path / "started"))["status"] == "running"
+            raise KeyboardInterrupt
+    rec = read_record(str(tmp_path / "started"))     # trials ran: kept, for --resume
+    assert rec["status"] == "interrupted" and rec["reason"] == "KeyboardInterrupt"
+
+    make_study(tmp_path, name="old")                 # a resumed study whose restore fails
+    again, args = config_from_args(BASE + ["--storage-path", str(tmp_path), "--study-name", "old"])
+    study = StudyRecord.open(again, args.given, explicit_name=True, resume=True)
+    assert study.resumed and study.record["study_name"] == "old"
+    with pytest.raises(RuntimeError):
+        with study.running():
+            assert read_record(str(tmp_path / "old"))["status"] == "running"   # a second --resume sees it live
+            raise RuntimeError("experiment state\ntruncated")
+    rec = read_record(str(tmp_path / "old"))
+    assert rec["status"] == "interrupted" and rec["reason"] == "RuntimeError: experiment state truncated"
+
+
+def test_finish_counts_a_trial_that_reported_every_epoch_as_completed_though_tune_said_running(tmp_path):
+    import io
+
+    from plvae import metrics as M
+    from tune.study_record import StudyRecord
+
+    cfg, _ = config_from_args(BASE + ["--storage-path", str(tmp_path), "--study-name", "s"])
+    study = StudyRecord.open(cfg)
+    study.claim()
+
+    def trial(status, epochs, value, variant="powerlaw"):
+        return {"status": status, "config": {"variant": variant, "gamma": 0.5, "seed": 0},
+                "last_result": {"training_iteration": epochs, cfg.metric: value}}
+
+    saved = {"a": trial("TERMINATED", 2, 0.5, "vae"), "b": trial("RUNNING", 2, 0.4), "c": trial("TERMINATED", 1, 0.3)}
+    out = io.StringIO()
+    with study.running():
+        assert study.finish(saved, out) == 0
+    rec = read_record(str(tmp_path / "s"))
+    assert rec["status"] == "finished" and rec["reason"] is None
+    assert rec["trial_outcome"] == {"a": M.COMPLETED, "b": M.COMPLETED, "c": M.EARLY_STOPPED}
+    assert rec["best_per_variant"]["powerlaw"]["trial_id"] == "c" and "1 early-stopped" in out.getvalue()
+    saved["d"] = trial("ERROR", 1, 0.1)              # errored: exit status 1, never the best
+    saved["e"] = trial("PENDING", 0, None)           # unfinished: interrupted, 130
+    with study.running():
+        assert study.finish(saved, io.StringIO()) == 130
+    rec = read_record(str(tmp_path / "s"))
+    assert rec["status"] == "interrupted" and rec["reason"] == "1 trial(s) unfinished when Tune stopped"
+    assert rec["best_per_variant"]["powerlaw"]["trial_id"] == "c"
+    del saved["e"]
+    with study.running():
+        assert study.finish(saved, io.StringIO()) == 1

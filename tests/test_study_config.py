@@ -14,10 +14,11 @@ import pytest
 from plvae import metrics as M
 from plvae.config import TrialConfig
 from plvae.priors import VARIANT_NAMES, VARIANTS
-from tune.cli import config_from_args, describe, load_preset, preset_names
+from tune.cli import config_from_args, load_preset, preset_names
+from tune.plan import describe, plan
 from tune.run_study import main
 from tune.study_config import STUDY_METRICS, StudyConfig, StudyError
-from tune.sweeps import SWEEPS, OptunaSpace, add_data_gamma, parse_values, uses
+from tune.sweeps import SWEEPS, OptunaSpace, parse_values
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -30,7 +31,7 @@ def expected_grid_size(cfg: StudyConfig) -> int:
         v = VARIANTS[name]
         n = 1
         for tfield, lst in SWEEPS.items():
-            if tfield != "variant" and uses(v, tfield):
+            if tfield != "variant" and v.uses(tfield):
                 n *= len(getattr(cfg, lst))
         total += n
     return total
@@ -40,7 +41,7 @@ def expected_grid_size(cfg: StudyConfig) -> int:
 def test_presets_exist_and_validate():
     assert {"quick", "paper", "full"} <= set(preset_names())
     for name in preset_names():
-        cfg = load_preset(name).validate()
+        cfg = load_preset(name).fill_in().validate()
         if cfg.search == "grid" and not cfg.grids:
             assert len(cfg.trial_dicts()) == expected_grid_size(cfg)
         elif cfg.search == "grid":  # a union of grids: at most their sum, at least the largest
@@ -52,10 +53,10 @@ def test_presets_exist_and_validate():
 
 def test_evidence_real_is_the_documented_design():
     """The preset's comment promises 260 + 520 + 100 + 80 = 960 trials, ten seeds each setting."""
-    cfg = load_preset("evidence_real").validate()
-    extra = {"data_alpha": 1.7, "data_gamma": 0.85}
-    add_data_gamma(cfg, {"k": 1.7})
-    trials = cfg.trial_dicts(extra)
+    cfg = load_preset("evidence_real").fill_in().validate()
+    p = plan(cfg, {"k": 1.7})
+    assert p.extra == {"data_alpha": 1.7, "data_gamma": 0.85}
+    trials = p.trials
     assert len(trials) == 960
     assert {t["latent_dim"] for t in trials} == {16, 64, 256}
     assert {t["min_decay"] for t in trials if t["variant"] == "powerlaw_clamp"} == {0.001, 0.01}
@@ -81,9 +82,10 @@ def test_kl_coeffs_is_a_sweep():
 def test_gammas_relative_to_alpha_resolve_with_the_measured_alpha():
     cfg, _ = config_from_args(["--variants", "vae,powerlaw", "--gammas", "0.25,alpha/2,1.5*alpha",
                                "--gamma-from-data"])
-    extra = add_data_gamma(cfg, {"natural_patches": 1.7})
-    assert extra == {"data_alpha": 1.7, "data_gamma": 0.85}
-    assert sorted({t["gamma"] for t in cfg.trial_dicts(extra) if t["variant"] == "powerlaw"}) == [0.25, 0.85, 2.55]
+    p = plan(cfg, {"natural_patches": 1.7})
+    assert p.extra == {"data_alpha": 1.7, "data_gamma": 0.85} and p.gammas == [0.25, 0.85, 2.55]
+    assert sorted({t["gamma"] for t in p.trials if t["variant"] == "powerlaw"}) == [0.25, 0.85, 2.55]
+    assert cfg.gammas == [0.25, "alpha/2", "1.5*alpha"]   # the plan resolves a copy: the study is unchanged
     # Without a measured alpha there is nothing to be relative to: one line, before Ray.
     with pytest.raises(StudyError, match="gamma='alpha/2' is invalid"):
         config_from_args(["--variants", "powerlaw", "--gammas", "alpha/2"])
@@ -129,7 +131,7 @@ def test_quick_is_the_default_and_covers_every_variant():
 
 
 def test_paper_preset_is_the_seed_protocol():
-    cfg = load_preset("paper").validate()
+    cfg = load_preset("paper").fill_in().validate()
     t = TrialConfig.from_dict(cfg.trial_dicts()[0])
     assert (t.dataset, t.net, t.latent_dim, t.enc_out_dim, t.lr, t.batch_size, t.max_epochs) == \
         ("cifar10", "resnet18", 256, 512, 1e-4, 32, 5)
@@ -352,12 +354,12 @@ def test_bad_yaml_is_one_line_exit_2(text, needle, capsys, tmp_path):
 def test_validation_builds_every_trial():
     # An unused-by-the-grid value is still validated (gamma < 0 with only the baseline).
     with pytest.raises(StudyError, match="gamma=-1.0"):
-        StudyConfig(variants=["vae"], gammas=[-1.0]).validate()
+        StudyConfig(variants=["vae"], gammas=[-1.0]).fill_in().validate()
     # A value valid alone but invalid with the fixed fields (resnet18 needs no hidden_dims; a
     # clip variant without clip_dims) is refused.
     with pytest.raises(StudyError, match="clip_dims"):
-        StudyConfig(variants=["powerlaw_clip"], clip_dims=[]).validate()
-    StudyConfig(variants=["vae"], clip_dims=[]).validate()   # not needed, not required
+        StudyConfig(variants=["powerlaw_clip"], clip_dims=[]).fill_in().validate()
+    StudyConfig(variants=["vae"], clip_dims=[]).fill_in().validate()   # not needed, not required
 
 
 def test_metric_names_come_from_plvae_metrics():
@@ -396,7 +398,7 @@ def test_cli_subprocess_dry_run_as_a_script_from_any_directory(tmp_path):
     p = subprocess.run([PY, str(REPO / "tune" / "run_study.py"), "--dry-run", "--study-name", "d"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    cfg = load_preset("quick").validate()
+    cfg = load_preset("quick").fill_in().validate()
     assert f"{len(cfg.trial_dicts())} trials" in p.stdout
     assert str(tmp_path / "results" / "d") in p.stdout   # ./results, made absolute
 

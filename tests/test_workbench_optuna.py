@@ -8,7 +8,8 @@ import pickle
 import pytest
 
 optuna = pytest.importorskip("optuna")
-from tune.cli import OPTUNA_DEFAULT_CONCURRENCY, config_from_args, describe, max_concurrent  # noqa: E402
+from tune.cli import config_from_args  # noqa: E402
+from tune.plan import OPTUNA_DEFAULT_CONCURRENCY, describe, max_concurrent  # noqa: E402
 from tune.reporting import STUDY_OBJECTIVE  # noqa: E402
 from tune.study_runner import OPTUNA_JOURNAL, optuna_search  # noqa: E402
 

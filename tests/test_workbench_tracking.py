@@ -58,8 +58,8 @@ def test_a_store_mlflow_refuses_is_one_line_before_ray(tmp_path, capsys, monkeyp
 
 
 def test_flags_reach_the_config_and_resume_applies_images_but_refuses_mlflow(tmp_path, capsys):
-    from tune.run_study import new_record
-    from tune.study_record import TUNER_STATE, claim, prepare_resume
+    from plvae.study_files import TUNER_FILE as TUNER_STATE
+    from tune.study_record import claim, new_record, prepare_resume
 
     base = ["--variants", "vae", "--gammas", "0.5", "--epochs", "2", "--storage-path", str(tmp_path), "--study-name", "s"]
     old, _ = config_from_args(base)

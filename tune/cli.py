@@ -1,5 +1,5 @@
-"""The command line and presets: argv -> a validated StudyConfig, and the plan a dry run prints
-and a real run executes.
+"""The command line and presets: argv -> a validated StudyConfig (the plan a dry run prints and a
+real run executes is tune/plan.py).
 
 Precedence of settings, lowest first: the dataclass defaults, the preset YAML (``quick`` unless
 ``--preset``), the user's ``--config`` YAML, then single command-line options. Every option the
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -18,11 +17,11 @@ import yaml
 
 from plvae.config import DATASETS, NETS, TrialConfig, is_int
 from plvae.priors import VARIANT_NAMES
-from tune.study_config import STUDY_METRICS, StudyConfig, StudyError
-from tune.sweeps import INT_SWEEPS, SWEEP_LISTS, SWEEPS, add_data_gamma, bad, parse_values
+from tune.errors import StudyError, bad
+from tune.study_config import STUDY_METRICS, StudyConfig
+from tune.plan import OPTUNA_DEFAULT_CONCURRENCY
+from tune.sweeps import INT_SWEEPS, SWEEP_LISTS, SWEEPS, parse_values
 
-# Optuna learns from finished trials: without a limit it samples every trial at once, blind.
-OPTUNA_DEFAULT_CONCURRENCY = 4
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "quick"
 
@@ -316,58 +315,5 @@ def config_from_args(argv: Optional[Sequence[str]] = None) -> tuple[StudyConfig,
         args.notes.append(f"note: grace_period {cfg.grace_period} (from the preset) clamped to max_epochs="
                           f"{cfg.max_epochs}")
         cfg.grace_period = cfg.max_epochs
-    cfg.validate()
+    cfg.fill_in().validate()
     return cfg, args
-
-
-# ---------------------------------------------------------------------------- the plan
-@dataclass
-class Plan:
-    """What a study runs, the same for a dry run and a real run: the trials (grid search) and the
-    tags every trial carries (the measured alpha and the data-matched gamma)."""
-
-    trials: list
-    extra: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
-
-
-def plan(cfg: StudyConfig, alphas: Optional[dict] = None) -> Plan:
-    """The trials of a validated study. ``alphas`` ({data key: alpha}) is the measured data exponent
-    for --gamma-from-data (measured on this call's data, or the resumed study's record)."""
-    extra, notes = {}, []
-    if cfg.gamma_from_data and alphas:
-        extra = add_data_gamma(cfg, alphas)
-        notes.append(f"data alpha = {extra['data_alpha']:.3f}: gamma = {extra['data_gamma']} added to the grid")
-    if cfg.objective_note():
-        notes.append(cfg.objective_note())
-    return Plan(cfg.trial_dicts(extra) if cfg.search == "grid" else [], extra, notes)
-
-
-def max_concurrent(cfg: StudyConfig) -> Optional[int]:
-    """Trials running at once: the user's limit, else OPTUNA_DEFAULT_CONCURRENCY for an Optuna search
-    (never more than its trials), else None (as resources allow)."""
-    if cfg.max_concurrent or cfg.search != "optuna":
-        return cfg.max_concurrent
-    return min(OPTUNA_DEFAULT_CONCURRENCY, cfg.num_samples)
-
-
-def describe(cfg: StudyConfig, trials: list[dict], first: int = 5) -> str:
-    """The dry-run text: how many trials, resources each, the fixed fields and the first configs."""
-    n = len(trials) if cfg.search == "grid" else cfg.num_samples
-    res = cfg.resources()
-    lines = [
-        f"study {cfg.study_name}: {n} trials ({cfg.search} search, {cfg.scheduler} scheduler, "
-        f"metric {cfg.metric}, {cfg.max_epochs} epochs each)",
-        f"resources per trial: {res['cpu']} CPU, {res['gpu']} GPU; max concurrent: {max_concurrent(cfg) or 'as resources allow'}",
-        f"where: {'local Ray' if cfg.address is None else 'cluster ' + cfg.address}; results: {cfg.experiment_path}",
-        "fixed: " + ", ".join(f"{k}={v}" for k, v in sorted(cfg.trial.items())),
-    ]
-    if cfg.search == "grid":
-        lines.append(f"first {min(first, len(trials))} of {len(trials)} trials:")
-        for d in trials[:first]:
-            lines.append("  " + ", ".join(f"{k}={d[k]}" for k in SWEEPS))
-    else:
-        lines.append(f"optuna space: variant in {cfg.variants}; gamma in [{min(cfg.gammas)}, {max(cfg.gammas)}]; "
-                     f"min_decay log-uniform in [{min(cfg.min_decays)}, {max(cfg.min_decays)}]; "
-                     f"latent_dim in {cfg.latent_dims}; lr in {cfg.lrs}; seed in {cfg.seeds}")
-    return "\n".join(lines)

@@ -6,9 +6,18 @@ natural-image patches, every prior variant). ``--help`` lists the options; ``--d
 the trials without starting Ray (with ``--resume``: which trials are finished, in progress,
 damaged or not started); ``--print-config`` prints the effective configuration as YAML that
 ``--config`` reads back. Bad input is one line on stderr (``error: ...``), exit status 2, before
-Ray starts. Where each job lives: tune/cli.py (options, presets, the plan), tune/study_config.py
-and tune/sweeps.py (the study and its grid), tune/study_record.py (study.json, claim, heartbeat,
-resume), tune/study_data.py (the data once), tune/study_runner.py (Ray and the Tuner).
+Ray starts.
+
+Where each job lives:
+- tune/cli.py: the options and presets -> a StudyConfig; tune/study_config.py and
+  tune/sweeps.py: the study and its grid; tune/plan.py: the trials a study runs, and the dry run's text;
+- tune/study_record.py: the study's life as one handle, StudyRecord, the only writer of
+  study.json (open, claim, heartbeat, status, finish); tune/resume.py: what --resume may change
+  and would do; tune/staging.py: the copy a killed driver left half done;
+- tune/study_data.py: the data, once; tune/study_runner.py: Ray and the Tuner; tune/summary.py:
+  outcomes, best trials and the closing text; tune/trainable.py, tune/lightning_callback.py and
+  tune/reporting.py: one trial and what it reports;
+- tune/storage.py: files, local or URI; tune/errors.py: the one-line StudyError.
 """
 from __future__ import annotations
 
@@ -17,13 +26,12 @@ import socket
 import sys
 
 from plvae.config import ConfigError
-from tune.cli import config_from_args, describe, plan, print_config
-from tune.study_config import StudyConfig, StudyError
+from tune.cli import config_from_args, print_config
+from tune.errors import StudyError
+from tune.plan import describe, plan
+from tune.study_config import StudyConfig
 from tune.study_data import check_data_before_ray, load_and_measure
-from tune.study_record import (claim, driver_fields, exists, now_iso, prepare_resume, resume_candidate,
-                               resume_report)
-from tune.staging import finish_interrupted_copy
-from tune.reporting import STUDY_OBJECTIVE
+from tune.study_record import StudyRecord
 
 # Environment variables Ray reads, set once here at the entry point (setdefault: the user's own win).
 PROCESS_ENV = {
@@ -54,13 +62,27 @@ def preflight_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
                          f"on a node of a running cluster") from None
 
 
-def new_record(cfg: StudyConfig) -> dict:
-    """A new study's first study.json, written when its folder is claimed (before Ray starts)."""
-    return {"study_name": cfg.study_name, "preset": cfg.preset, "metric": cfg.metric, "mode": "min",
-            "objective": STUDY_OBJECTIVE, "scheduler": cfg.scheduler, "search": cfg.search,
-            "max_epochs": cfg.max_epochs, "num_trials": cfg.count() if cfg.search == "grid" else cfg.num_samples,
-            "study_config": cfg.to_dict(), "data_alpha": {}, "started": now_iso(), "finished": None,
-            "status": "claimed", "results_path": cfg.experiment_path, **driver_fields()}
+def preflight(cfg: StudyConfig) -> None:
+    """What can be checked before Ray starts and before the study's folder is claimed."""
+    if cfg.address is not None:
+        preflight_address(cfg.address)
+    check_data_before_ray(cfg)
+
+
+def dry_run(study: StudyRecord) -> str:
+    """The plan a real run would execute and, resumed, what the resume would do; without Ray."""
+    cfg, alphas = study.cfg, study.data_alpha
+    if cfg.gamma_from_data and not alphas:   # measured here, without Ray: the data are loaded
+        alphas = load_and_measure(cfg, measure=True)[1]
+    p = plan(cfg, alphas)
+    return "\n".join(p.notes + [describe(p.study, p.trials)] + study.dry_run_report(p.trials))
+
+
+def set_process_env(cfg: StudyConfig) -> None:
+    for key, value in PROCESS_ENV.items():
+        os.environ.setdefault(key, value)
+    if cfg.wandb:  # Ray's W&B callback needs no API key only when the mode is in the environment
+        os.environ.setdefault("WANDB_MODE", cfg.wandb)
 
 
 def main(argv=None) -> int:
@@ -73,45 +95,20 @@ def main(argv=None) -> int:
             return 0
         for note in args.notes:
             print(note)
-        prior = None
-        if args.resume:
-            if not args.explicit_name:
-                name = resume_candidate(cfg.storage_path)
-                if name is None:
-                    raise StudyError(f"resume: no unfinished study whose driver has stopped under {cfg.storage_path}; "
-                                     f"allowed: --study-name NAME of a study there")
-                cfg.study_name = name
-            cfg, prior, notes = prepare_resume(cfg, args.given)
-            for note in notes:
-                print(note)
-        elif exists(cfg.experiment_path):
-            raise StudyError(f"study_name={cfg.study_name!r} is invalid: {cfg.experiment_path} exists; allowed: a "
-                             f"new --study-name, or --resume to continue that study")
-        if args.dry_run:
-            alphas = (prior or {}).get("data_alpha")
-            if cfg.gamma_from_data and not alphas:   # measured here, without Ray: the data are loaded
-                alphas = load_and_measure(cfg, measure=True)[1]
-            p = plan(cfg, alphas)
-            print("\n".join(p.notes + [describe(cfg, p.trials)]))
-            if prior is not None:
-                print("\n".join(resume_report(cfg, prior, p.trials) + finish_interrupted_copy(cfg, dry_run=True)))
+        # 1. open the study: a new one, or the one --resume continues (its own configuration)
+        study = StudyRecord.open(cfg, args.given, args.explicit_name, args.resume)
+        for note in study.notes:
+            print(note)
+        if args.dry_run:        # 2. or only say what it would do
+            print(dry_run(study))
             return 0
-        if cfg.address is not None:
-            preflight_address(cfg.address)
-        check_data_before_ray(cfg)
-        record = prior or new_record(cfg)
-        if prior is None:
-            claim(cfg, record)
-        else:   # before Tune reads the study back: the copy a killed driver left half done
-            for note in finish_interrupted_copy(cfg):
-                print(note)
-        for key, value in PROCESS_ENV.items():
-            os.environ.setdefault(key, value)
-        if cfg.wandb:  # Ray's W&B callback needs no API key only when the mode is in the environment
-            os.environ.setdefault("WANDB_MODE", cfg.wandb)
+        preflight(study.cfg)    # 3. what can be checked before Ray
+        for note in study.claim():   # 4. the folder claimed (resumed: the killed driver's copy finished)
+            print(note)
+        set_process_env(study.cfg)
         from tune.study_runner import run  # imports Ray: only once the input is known to be good
 
-        return run(cfg, record, prior)
+        return run(study)       # 5. run it: Ray, the Tuner, the final record
     except ConfigError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2

@@ -26,11 +26,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from tune.study_config import StudyConfig, is_uri
-from tune.study_record import _fs
+from plvae import study_files as F
+from tune.storage import is_uri, join_storage, listing, read_bytes, write_bytes
+from tune.study_config import StudyConfig
 
-STATE_GLOB = "experiment_state-*.json"   # Tune's experiment-state files (TuneController.CKPT_FILE_TMPL)
-TRIAL_RECORD = ("params.json", "result.json")   # what analysis and the resume report read per trial
+TRIAL_RECORD = (F.PARAMS_FILE, F.RESULT_FILE)   # what analysis and the resume report read per trial
 
 
 def ray_temp_dir() -> str:
@@ -38,15 +38,6 @@ def ray_temp_dir() -> str:
     RAY_TMPDIR, else TMPDIR on Linux, else /tmp; then ``ray``)."""
     base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
     return os.path.join(base or "/tmp", "ray")
-
-
-def _listing(path: str) -> dict[str, int]:
-    """Every file under the study's storage path: {relative path: size}."""
-    import pyarrow.fs
-
-    fs, root = _fs(path)
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
-    return {os.path.relpath(i.path, root): i.size for i in infos if i.type == pyarrow.fs.FileType.File}
 
 
 @dataclass
@@ -69,8 +60,8 @@ class Repair:
         return out
 
 
-def find_staging(cfg: StudyConfig, listing: dict[str, int]) -> Optional[str]:
-    states = sorted(f for f in listing if os.sep not in f and fnmatch.fnmatch(f, STATE_GLOB))
+def find_staging(cfg: StudyConfig, files: dict[str, int]) -> Optional[str]:
+    states = sorted(f for f in files if os.sep not in f and fnmatch.fnmatch(f, F.EXPERIMENT_STATE_GLOB))
     if not states:
         return None
     pattern = os.path.join(glob.escape(ray_temp_dir()), "session_*", "artifacts", "*",
@@ -80,26 +71,16 @@ def find_staging(cfg: StudyConfig, listing: dict[str, int]) -> Optional[str]:
     return os.path.dirname(max(found, key=os.path.getmtime)) if found else None
 
 
-def _read(path: str) -> Optional[bytes]:
-    fs, p = _fs(path)
-    try:
-        with fs.open_input_stream(p) as f:
-            return f.read()
-    except (OSError, FileNotFoundError):
-        return None
-
-
 def _torn(text: Optional[bytes], name: str) -> bool:
     """A record cut short: params.json is written whole when a trial starts, so empty or invalid is
     torn; result.json is empty until the first report is copied (which a slow copy can leave so
     for a running trial), so only a line that is not JSON - a copy cut mid-line - is torn."""
     if not text or not text.strip():
-        return name == "params.json"
+        return name == F.PARAMS_FILE
+    if name != F.PARAMS_FILE:
+        return bool(F.read_result_lines(text)[1])
     try:
-        if name == "params.json":
-            json.loads(text)
-        else:
-            [json.loads(line) for line in text.splitlines() if line.strip()]
+        json.loads(text)
     except ValueError:
         return True
     return False
@@ -108,22 +89,22 @@ def _torn(text: Optional[bytes], name: str) -> bool:
 def plan_repair(cfg: StudyConfig) -> Repair:
     """What the staging folder would restore, and which trial records would stay torn."""
     path = cfg.experiment_path
-    listing = _listing(path)
-    stored = functools.cache(lambda rel: _read(_join(path, rel)))   # each stored file read once
-    rep = Repair(staging=find_staging(cfg, listing))
+    files = listing(path)
+    stored = functools.cache(lambda rel: read_bytes(join_storage(path, rel)))   # each stored file read once
+    rep = Repair(staging=find_staging(cfg, files))
     if rep.staging:
         for dirpath, _, names in os.walk(rep.staging):
             for name in names:
                 rel = os.path.relpath(os.path.join(dirpath, name), rep.staging)
                 src = os.path.join(dirpath, name)
-                if listing.get(rel) != os.path.getsize(src) or stored(rel) != _bytes(src):
+                if files.get(rel) != os.path.getsize(src) or stored(rel) != _bytes(src):
                     rep.files.append(rel)
     after = set(rep.files)
-    trials = sorted({f.split(os.sep)[0] for f in listing if f.count(os.sep) == 1 and f.endswith(TRIAL_RECORD)})
+    trials = sorted({f.split(os.sep)[0] for f in files if f.count(os.sep) == 1 and f.endswith(TRIAL_RECORD)})
     for trial in trials:
         for name in TRIAL_RECORD:
             rel = os.path.join(trial, name)
-            if rel not in after and rel in listing and _torn(stored(rel), name):
+            if rel not in after and rel in files and _torn(stored(rel), name):
                 rep.torn.append(trial)
                 break
     return rep
@@ -132,18 +113,10 @@ def plan_repair(cfg: StudyConfig) -> Repair:
 def apply(cfg: StudyConfig, rep: Repair) -> None:
     """Copy the differing files from the staging folder (atomically on a local path)."""
     for rel in rep.files:
-        src, dst = os.path.join(rep.staging, rel), _join(cfg.experiment_path, rel)
-        data = _bytes(src)
-        if is_uri(dst):
-            fs, p = _fs(dst)
-            with fs.open_output_stream(p) as f:
-                f.write(data)
-            continue
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        tmp = f"{dst}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dst)
+        dst = join_storage(cfg.experiment_path, rel)
+        if not is_uri(dst):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+        write_bytes(dst, _bytes(os.path.join(rep.staging, rel)))
 
 
 def finish_interrupted_copy(cfg: StudyConfig, dry_run: bool = False) -> list[str]:
@@ -157,10 +130,6 @@ def finish_interrupted_copy(cfg: StudyConfig, dry_run: bool = False) -> list[str
 def _names(names: list[str], shown: int = 10) -> str:
     more = len(names) - shown
     return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
-
-
-def _join(root: str, rel: str) -> str:
-    return root.rstrip("/") + "/" + rel.replace(os.sep, "/")
 
 
 def _bytes(path: str) -> bytes:

@@ -18,8 +18,10 @@ from typing import Optional
 from plvae import metrics as M
 from plvae.config import ConfigError, TrialConfig, is_finite_number, is_int
 from plvae.priors import VARIANT_NAMES, VARIANTS, W2
+from tune.errors import StudyError, bad
+from tune.storage import is_uri, join_storage
 from tune.sweeps import (ALPHA_GAMMA, DEFAULT_MAX_TRIALS, INT_SWEEPS, SWEEP_LISTS, SWEEPS, TRIAL_DEFAULTS,
-                         StudyError, bad, count_trials, grid_trials, probe_value, uses)
+                         count_trials, grid_trials, probe_value)
 
 SEARCHES = ("grid", "optuna")
 SCHEDULERS = ("asha", "fifo")
@@ -32,13 +34,23 @@ PRIMARY_QUANTITIES = ("final", "epochs_to_target", "diverged", "distortion_gap")
 PRIMARY_KEYS = ("quantity", "variant", "where", "per")
 
 
-def is_uri(path: str) -> bool:
-    """s3://, gs://, hdfs://, ... - storage every node of a cluster can reach by construction."""
-    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path or "")) and not path.startswith("file://")
-
-
-def join_storage(storage_path: str, name: str) -> str:
-    return storage_path.rstrip("/") + "/" + name if is_uri(storage_path) else os.path.join(storage_path, name)
+def canonical_sweep(lst: str, values):
+    """A sweep list in its one form: variants 'all' spelled out, ints made floats for float
+    fields, each value once (in order). Anything else is returned as it is, for validate()."""
+    if lst == "variants" and values in ("all", ["all"]):
+        return list(VARIANT_NAMES)
+    if lst not in SWEEP_LISTS or not isinstance(values, list) or any(isinstance(v, bool) for v in values):
+        return values
+    tfield = next(t for t, name in SWEEPS.items() if name == lst)
+    clean = {}
+    for value in values:
+        if tfield not in INT_SWEEPS and isinstance(value, int):
+            value = float(value)
+        try:
+            clean.setdefault(value, None)
+        except TypeError:   # an unhashable entry: validate() names it
+            return values
+    return list(clean)
 
 
 def default_study_name(preset: Optional[str]) -> str:
@@ -116,9 +128,32 @@ class StudyConfig:
     def resources(self) -> dict:
         return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial or 0}
 
-    # ------------------------------------------------------------------ validation
+    # ------------------------------------------------------------------ filling in, then validation
+    def fill_in(self) -> "StudyConfig":
+        """Fill in what was left out and bring values to their one form, before ``validate()``: the
+        default num_samples (1 for a grid, 16 for optuna), a generated study name, the storage path
+        made absolute, a whole GPU count as an int, variants 'all' spelled out, and each sweep list
+        (top level and each of ``grids``) with every value once and ints made floats for float
+        fields. A value of the wrong kind is left as it is, for ``validate()`` to name. Returns self."""
+        if self.num_samples is None:
+            self.num_samples = 1 if self.search == "grid" else 16
+        g = self.gpus_per_trial
+        if is_finite_number(g) and float(g).is_integer() and g >= 1:
+            self.gpus_per_trial = int(g)
+        if isinstance(self.storage_path, str) and self.storage_path.strip() and not is_uri(self.storage_path):
+            self.storage_path = os.path.abspath(os.path.expanduser(self.storage_path.removeprefix("file://")))
+        if self.study_name is None:
+            self.study_name = default_study_name(self.preset)
+        for lst in SWEEP_LISTS:
+            setattr(self, lst, canonical_sweep(lst, getattr(self, lst)))
+        if isinstance(self.grids, list):
+            self.grids = [{k: canonical_sweep(k, v) for k, v in g.items()} if isinstance(g, dict) else g
+                          for g in self.grids]
+        return self
+
     def validate(self) -> "StudyConfig":
-        """Check every field, count the study (refused over max_trials), then build every trial."""
+        """Check every field (of a study filled in: ``fill_in()``), count the study (refused over
+        max_trials), then build every trial. Changes nothing; returns self."""
         if not isinstance(self.trial, dict):
             raise bad("trial", self.trial, "a mapping of TrialConfig fields")
         for name in self.trial:
@@ -171,23 +206,18 @@ class StudyConfig:
             for key in g:
                 if key not in SWEEP_LISTS:
                     raise bad(f"grids[{i}].{key}", g[key], "a sweep list: " + ", ".join(SWEEP_LISTS))
-            sub = self._grid(i)
-            sub._validate_sweeps(f"grids[{i}].")
-            self.grids[i] = {k: getattr(sub, k) for k in g}
+            self._grid(i)._validate_sweeps(f"grids[{i}].")
 
     def _validate_sweeps(self, where: str = "") -> None:
-        """Each sweep list: a list of plain values, de-duplicated in linear time (a dict), ints made
-        floats for float fields; the values themselves are checked by `probe_value` later."""
-        if self.variants == "all" or self.variants == ["all"]:
-            self.variants = list(VARIANT_NAMES)
+        """Each sweep list: a list of plain values (the values themselves are checked by
+        `probe_value` later)."""
         for tfield, lst in SWEEPS.items():
             values = getattr(self, lst)
             if not isinstance(values, list):
                 raise bad(where + lst, values, "a list")
-            needed = any(uses(VARIANTS[v], tfield) for v in self.variants if v in VARIANTS)
+            needed = any(VARIANTS[v].uses(tfield) for v in self.variants if v in VARIANTS)
             if not values and needed:
                 raise bad(where + lst, values, f"a non-empty list of {tfield} values (empty grid)")
-            clean = {}
             for value in values:
                 if tfield == "variant":
                     if not isinstance(value, str) or value not in VARIANTS:
@@ -198,10 +228,6 @@ class StudyConfig:
                                                          "measured alpha ('alpha/2', 'alpha', '1.5*alpha')")
                 elif not isinstance(value, (int, float)) or isinstance(value, bool):
                     probe_value(self.trial, tfield, value, where)   # the one-line error of the field
-                elif tfield not in INT_SWEEPS and isinstance(value, int):
-                    value = float(value)
-                clean.setdefault(value, None)
-            setattr(self, lst, list(clean))
 
     def _validate_primary(self) -> None:
         allowed = ("a list of {quantity: " + "|".join(PRIMARY_QUANTITIES) + ", variant: NAME, where: {field: value}, "
@@ -231,10 +257,8 @@ class StudyConfig:
         check("search", lambda v: v in SEARCHES, ", ".join(SEARCHES))
         check("scheduler", lambda v: v in SCHEDULERS, ", ".join(SCHEDULERS))
         if self.search == "grid":
-            check("num_samples", lambda v: v in (None, 1), "only with search 'optuna' (a grid repeats through seeds)")
-            self.num_samples = 1
+            check("num_samples", lambda v: v == 1, "only with search 'optuna' (a grid repeats through seeds)")
         else:
-            self.num_samples = 16 if self.num_samples is None else self.num_samples
             check("num_samples", lambda v: is_int(v) and v >= 1, "an integer >= 1")
         check("max_trials", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1")
         check("search_seed", lambda v: is_int(v) and v >= 0, "an integer >= 0")
@@ -243,13 +267,9 @@ class StudyConfig:
               f"an integer in [1, max_epochs={self.max_epochs}]")
         check("reduction_factor", lambda v: is_finite_number(v) and v > 1, "a number > 1")
         check("cpus_per_trial", lambda v: is_int(v) and v >= 1, "an integer >= 1 (torch's threads per trial)")
-        g = self.gpus_per_trial
-        if g is not None:
-            if is_finite_number(g) and float(g).is_integer() and g >= 1:
-                self.gpus_per_trial = int(g)
-            elif not (is_finite_number(g) and 0 < g <= 1):
-                raise bad("gpus_per_trial", g, "a fraction in (0, 1] or an integer >= 1 "
-                                               "(leave it out, or 'none', for CPU-only trials)")
+        check("gpus_per_trial", lambda g: g is None or (is_finite_number(g) and (0 < g <= 1 or (
+            float(g).is_integer() and g >= 1))), "a fraction in (0, 1] or an integer >= 1 (leave it out, or 'none', "
+            "for CPU-only trials)")
         check("max_concurrent", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1")
         check("num_cpus", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1")
         check("num_gpus", lambda v: v is None or (is_finite_number(v) and v >= 0), "a number >= 0")
@@ -261,10 +281,6 @@ class StudyConfig:
                 check(local_only, lambda v: v is None,
                       "only for a local Ray (without --address); a cluster has its own resources")
         check("storage_path", lambda v: isinstance(v, str) and v.strip(), "a directory or a URI such as s3://bucket/path")
-        if not is_uri(self.storage_path):
-            self.storage_path = os.path.abspath(os.path.expanduser(self.storage_path.removeprefix("file://")))
-        if self.study_name is None:
-            self.study_name = default_study_name(self.preset)
         check("study_name", lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*", v),
               "letters, digits, '.', '_', '-' (a directory name)")
         if self.mlflow is not None:

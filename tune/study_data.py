@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 
 from plvae.config import ConfigError
-from tune.study_config import StudyConfig, StudyError
+from tune.errors import StudyError
+from tune.study_config import StudyConfig
 
 
 def data_key_name(key: tuple) -> str:

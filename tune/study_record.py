@@ -1,4 +1,7 @@
-"""The study record: study.json, the claim on the study folder, the heartbeat, and --resume.
+"""The study record: study.json, and ``StudyRecord``, the one handle that reads and writes it
+through a study's life: open (new, or the study --resume continues), the dry-run report, claim
+(or, resumed, the repair of a killed driver's copy), running (heartbeat, status, the reason of a
+failure, release when no trial started) and finish (outcomes, summary, exit status).
 
 study.json sits beside Tune's trial folders and says what Tune's files do not: the study's
 configuration as the user gave it, its status (claimed -> running -> finished | interrupted), the
@@ -10,83 +13,46 @@ driver that runs it (host, pid, heartbeat) and, at the end, every trial's status
 - Heartbeat: the driver rewrites ``heartbeat`` every HEARTBEAT_S seconds. A lock cannot work on
   S3; a heartbeat older than STALE_S (or a dead pid on this host) means the driver is gone.
 - Resume: only a study whose driver is gone; Tune's saved state (tuner.pkl) must be there; a
-  flag that would change the study is refused, naming each changed flag.
+  flag that would change the study is refused, naming each changed flag (tune/resume.py).
+- Statuses (plvae.study_files): claimed -> running -> finished | interrupted, with ``reason``
+  saying why a study was interrupted.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
 import secrets
 import shutil
 import socket
+import sys
 import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Optional
 
-from plvae.config import TrialConfig
-from tune.study_config import StudyConfig, StudyError, is_uri, join_storage
+from plvae import metrics as M
+from plvae import study_files as F
+from plvae.study_files import STUDY_FILE, TUNER_FILE
+from tune.errors import StudyError
+from tune.reporting import STUDY_OBJECTIVE
+from tune.resume import apply_options, resume_report
+from tune.staging import finish_interrupted_copy
+from tune.storage import exists, fs, is_uri, join_storage, read_text, subfolders, write_text
+from tune.study_config import StudyConfig
+from tune.summary import best_per_variant, outcomes, summary_text
 
-STUDY_FILE = "study.json"
 CLAIM_FILE = ".plvae-claim"
-TUNER_STATE = "tuner.pkl"          # Tune's saved Tuner (Tuner.restore needs it)
 HEARTBEAT_S = 15.0
 STALE_S = 4 * HEARTBEAT_S
 RECORD_FIELDS = ("study_name", "study_config", "status", "started")
-# Options a resume applies (where and with what it runs, and images, which the trainable rebuilt on
-# resume reads); every other changed option is refused: Tune keeps the search space, scheduler,
-# searcher (max_concurrent) and run config (its callbacks: --mlflow, --wandb) in its saved state.
-RESUME_APPLIES = ("address", "storage_path", "shared_storage", "num_cpus", "num_gpus", "dashboard",
-                  "cpus_per_trial", "gpus_per_trial", "study_name", "images")
-
-
 def now_iso() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-# ---------------------------------------------------------------------------- files, local or URI
-def _fs(path: str):
-    import pyarrow.fs
-
-    try:
-        return pyarrow.fs.FileSystem.from_uri(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a bad URI
-        raise StudyError(f"storage_path={path!r} is invalid ({' '.join(str(e).split())[:200]}); allowed: "
-                         f"a local directory or a URI pyarrow can open (s3://bucket/path, gs://bucket/path)") from None
-
-
-def exists(path: str) -> bool:
-    if not is_uri(path):
-        return os.path.exists(path)
-    import pyarrow.fs
-
-    fs, p = _fs(path)
-    return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
-
-
-def read_text(path: str) -> Optional[str]:
-    try:
-        if not is_uri(path):
-            with open(path) as f:
-                return f.read()
-        fs, p = _fs(path)
-        with fs.open_input_stream(p) as f:
-            return f.read().decode()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def write_text(path: str, text: str) -> None:
-    if is_uri(path):
-        fs, p = _fs(path)
-        with fs.open_output_stream(p) as f:
-            f.write(text.encode())
-        return
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)   # atomic: a reader never sees half a record
-
-
+# ---------------------------------------------------------------------------- study.json
 def read_record(experiment_path: str) -> Optional[dict]:
     """study.json, or None when absent. Raises StudyError (one line) when it is no study record."""
     path = join_storage(experiment_path, STUDY_FILE)
@@ -109,19 +75,32 @@ def write_record(cfg: StudyConfig, record: dict) -> None:
     write_text(join_storage(cfg.experiment_path, STUDY_FILE), json.dumps(record, indent=2, default=str) + "\n")
 
 
+def new_record(cfg: StudyConfig) -> dict:
+    """A new study's first study.json, written when its folder is claimed (before Ray starts)."""
+    return {"study_name": cfg.study_name, "preset": cfg.preset, "metric": cfg.metric, "mode": "min",
+            "objective": STUDY_OBJECTIVE, "scheduler": cfg.scheduler, "search": cfg.search,
+            "max_epochs": cfg.max_epochs, "num_trials": cfg.count() if cfg.search == "grid" else cfg.num_samples,
+            "study_config": cfg.to_dict(), "data_alpha": {}, "started": now_iso(), "finished": None,
+            "status": F.STUDY_CLAIMED, "results_path": cfg.experiment_path, **driver_fields()}
+
+
 # ---------------------------------------------------------------------------- claim
+def _taken(cfg: StudyConfig) -> str:
+    return (f"study_name={cfg.study_name!r} is invalid: {cfg.experiment_path} exists; allowed: a new --study-name, "
+            f"or --resume to continue that study")
+
+
 def claim(cfg: StudyConfig, record: dict) -> None:
     """Create the study folder for this study alone and write its first record, before Ray starts.
     Raises StudyError (one line) when the name is taken or the storage cannot be written."""
     path = cfg.experiment_path
-    taken = (f"study_name={cfg.study_name!r} is invalid: {path} exists; allowed: a new --study-name, or "
-             f"--resume to continue that study")
+    taken = _taken(cfg)
     try:
         if is_uri(path):
-            fs, p = _fs(path)
+            filesystem, p = fs(path)
             if exists(path):
                 raise StudyError(taken)
-            fs.create_dir(p, recursive=True)
+            filesystem.create_dir(p, recursive=True)
             token = secrets.token_hex(8)
             marker = join_storage(path, CLAIM_FILE)
             write_text(marker, token)
@@ -155,7 +134,7 @@ def driver_fields() -> dict:
 
 def driver_alive(record: dict, now: Optional[_dt.datetime] = None) -> bool:
     """Whether the driver named in a record still runs: a fresh heartbeat, and on this host a live pid."""
-    if record.get("status") not in ("claimed", "running"):
+    if record.get("status") not in (F.STUDY_CLAIMED, F.STUDY_RUNNING):
         return False
     try:
         beat = _dt.datetime.fromisoformat(record["heartbeat"])
@@ -213,126 +192,168 @@ class Heartbeat:
 def resume_candidate(storage_path: str) -> Optional[str]:
     """The most recently started study under storage_path that did not finish and whose driver is
     gone (a study still running elsewhere is no candidate), for a bare --resume."""
-    if is_uri(storage_path):
-        import pyarrow.fs
-
-        fs, p = _fs(storage_path)
-        names = [info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(p, allow_not_found=True))
-                 if info.type == pyarrow.fs.FileType.Directory]
-    else:
-        names = os.listdir(storage_path) if os.path.isdir(storage_path) else []
     found = []
-    for name in names:
+    for name in subfolders(storage_path):
         try:
             rec = read_record(join_storage(storage_path, name))
         except StudyError:
             continue
-        if rec and rec.get("status") != "finished" and not driver_alive(rec):
+        if rec and rec.get("status") != F.STUDY_FINISHED and not driver_alive(rec):
             found.append((str(rec.get("started") or ""), name))
     return max(found)[1] if found else None
 
 
-def _value(cfg: StudyConfig, field: str):
-    if field.startswith("trial."):
-        name = field.split(".", 1)[1]
-        default = TrialConfig.__dataclass_fields__[name].default
-        value = cfg.trial.get(name, default)
-    else:
-        value = getattr(cfg, field)
-    return json.loads(json.dumps(value, default=str))   # tuples and lists compare equal
-
-
 def prepare_resume(cfg: StudyConfig, given: list) -> tuple[StudyConfig, dict, list[str]]:
     """The study --resume continues: its own configuration from study.json, with the options this
-    call may change applied. ``given``: (flag, field) pairs the user set explicitly. Returns
-    (config, prior record, notes). Raises StudyError (one line) for anything that cannot resume."""
+    call may change applied (tune/resume.py). ``given``: (flag, field) pairs the user set
+    explicitly. Returns (config, its record, notes). Raises StudyError (one line) for anything
+    that cannot resume."""
     path = cfg.experiment_path
-    prior = read_record(path)
-    if prior is None:
+    record = read_record(path)
+    if record is None:
         raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: no {STUDY_FILE} under {path}; "
                          f"allowed: a study started there")
-    if prior.get("status") == "finished":
+    if record.get("status") == F.STUDY_FINISHED:
         raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: it finished on "
-                         f"{prior.get('finished')}; allowed: an unfinished study (analyse this one: "
+                         f"{record.get('finished')}; allowed: an unfinished study (analyse this one: "
                          f"python -m analysis {path})")
-    if driver_alive(prior):
-        d = prior.get("driver") or {}
+    if driver_alive(record):
+        d = record.get("driver") or {}
         raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: its driver is alive (pid "
-                         f"{d.get('pid')} on {d.get('host')}, heartbeat {prior.get('heartbeat')}); allowed: a study "
+                         f"{d.get('pid')} on {d.get('host')}, heartbeat {record.get('heartbeat')}); allowed: a study "
                          f"whose driver has stopped (wait {int(STALE_S)} s after it dies)")
-    if not exists(join_storage(path, TUNER_STATE)):
-        raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: {path} has no {TUNER_STATE} "
+    if not exists(join_storage(path, TUNER_FILE)):
+        raise StudyError(f"study_name={cfg.study_name!r} is invalid for --resume: {path} has no {TUNER_FILE} "
                          f"(Tune's saved state; the study stopped before Tune started), so no trial can be "
                          f"continued; allowed: a study with Tune state, or run it anew under a new --study-name")
+    invalid = f"{STUDY_FILE} under {path} is invalid (its study_config"
     try:
-        stored = StudyConfig(**prior["study_config"])
-        stored.study_name = cfg.study_name
-        stored.validate()
-    except (TypeError, StudyError) as e:
-        raise StudyError(f"{STUDY_FILE} under {path} is invalid (its study_config: {' '.join(str(e).split())}); "
-                         f"allowed: the record run_study.py writes") from None
-    changed, applied = [], []
-    for flag, field in given:
-        old, new = _value(stored, field), _value(cfg, field)
-        if old == new:
-            continue
-        if field in RESUME_APPLIES:
-            setattr(stored, field, getattr(cfg, field))
-            applied.append(f"{flag} {old} -> {new}")
-        else:
-            changed.append(f"{flag} ({old} -> {new})")
-    if changed:
-        raise StudyError(f"--resume cannot change {', '.join(changed)}: Tune continues the study it saved; allowed: "
-                         f"the study's own settings (drop these options), or a new study under another --study-name")
-    notes = [f"resume: applied {', '.join(applied)}"] if applied else []
-    return stored.validate(), prior, notes
+        stored = StudyConfig(**record["study_config"])
+    except TypeError as e:
+        raise StudyError(f"{invalid}: {' '.join(str(e).split())}); allowed: the record run_study.py writes") from None
+    stored.study_name = cfg.study_name
+    applied = apply_options(stored, cfg, given)
+    try:
+        stored.fill_in().validate()
+    except StudyError as e:
+        with_options = f", resumed with {', '.join(applied)}" if applied else ""
+        raise StudyError(f"{invalid}{with_options}: {' '.join(str(e).split())}); allowed: the record run_study.py "
+                         f"writes") from None
+    return stored, record, ([f"resume: applied {', '.join(applied)}"] if applied else [])
 
 
-def resume_report(cfg: StudyConfig, prior: dict, trials: list[dict]) -> list[str]:
-    """What a resume would do, for --dry-run: which trials finished (kept as they are), which are
-    in progress (continued from their last checkpoint), damaged or missing (not started yet).
-    ``trials``: the study's planned grid (empty for optuna)."""
-    path = cfg.experiment_path
-    if is_uri(path):
-        return [f"resume: trial folders under {path} are not inspected in a dry run"]
-    status = prior.get("trial_status") or {}
-    finished, running, damaged, seen = [], [], [], set()
-    for name in sorted(os.listdir(path)):
-        d = os.path.join(path, name)
-        if not os.path.isfile(os.path.join(d, "params.json")):
-            continue
+# ---------------------------------------------------------------------------- the handle
+def one_line(e: BaseException) -> str:
+    return (type(e).__name__ + (": " + " ".join(str(e).split()) if str(e).strip() else ""))[:300]
+
+
+@dataclass
+class StudyRecord:
+    """A study through its life, and the only writer of its study.json: ``open`` (a new study, or
+    the one --resume continues), ``dry_run_report``, ``claim`` (or, resumed, the repair of a killed
+    driver's copy), ``running`` (heartbeat; "interrupted" with the reason on any failure; a new
+    study that started no trial is released), ``start_trials`` and ``finish`` (outcomes, summary,
+    the exit status). ``resumed``: whether ``record`` is an earlier run's record being continued."""
+
+    cfg: StudyConfig
+    record: dict
+    resumed: bool = False
+    notes: list = field(default_factory=list)
+    _heartbeat: Optional[Heartbeat] = field(default=None, repr=False)
+    _trials_started: bool = field(default=False, repr=False)
+    _started_at: float = field(default=0.0, repr=False)
+
+    @classmethod
+    def open(cls, cfg: StudyConfig, given: list = (), explicit_name: bool = True,
+             resume: bool = False) -> "StudyRecord":
+        """A new study (its first record, written by ``claim``), or with ``resume`` the study to
+        continue: the one named, else the latest under the storage path whose driver is gone.
+        Raises StudyError (one line) for a name that is taken, or a study that cannot resume."""
+        if not resume:
+            if exists(cfg.experiment_path):
+                raise StudyError(_taken(cfg))
+            return cls(cfg, new_record(cfg))
+        if not explicit_name:
+            name = resume_candidate(cfg.storage_path)
+            if name is None:
+                raise StudyError(f"resume: no unfinished study whose driver has stopped under {cfg.storage_path}; "
+                                 f"allowed: --study-name NAME of a study there")
+            cfg = dataclasses.replace(cfg, study_name=name)
+        cfg, record, notes = prepare_resume(cfg, given)
+        return cls(cfg, record, resumed=True, notes=notes)
+
+    @property
+    def data_alpha(self) -> dict:
+        """{data key: alpha} measured for --gamma-from-data, as the record keeps it ({} before)."""
+        return self.record.get("data_alpha") or {}
+
+    def dry_run_report(self, trials: list[dict]) -> list[str]:
+        """For a resumed study: which trials a resume keeps, continues or has not started, and the
+        copy it would finish. Nothing for a new study."""
+        if not self.resumed:
+            return []
+        return resume_report(self.cfg, self.record, trials) + finish_interrupted_copy(self.cfg, dry_run=True)
+
+    def claim(self) -> list[str]:
+        """A new study: its folder, for this driver alone, with the first record. A resumed one:
+        the copy a killed driver left half done, finished before Tune reads the study back.
+        Returns the notes to print."""
+        if self.resumed:
+            return finish_interrupted_copy(self.cfg)
+        claim(self.cfg, self.record)
+        return []
+
+    @contextmanager
+    def running(self):
+        """While the driver runs the study: the heartbeat (a resumed study says "running" at once,
+        so a second --resume sees a live driver). On any exception the record says "interrupted"
+        with the reason, and a new study that started no trial is released (its name is free)."""
+        self._started_at = time.monotonic()
+        self._heartbeat = Heartbeat(self.cfg, self.record).start()
+        if self.resumed:
+            self._update(status=F.STUDY_RUNNING, reason=None)
+        free_name = False
         try:
-            with open(os.path.join(d, "params.json")) as f:
-                params = json.load(f)
-            seen.add(json.dumps(params, sort_keys=True))
-        except (OSError, ValueError):
-            damaged.append(f"{name} (params.json unreadable)")
-            continue
-        epochs, bad = 0, 0
+            yield self
+        except BaseException as e:
+            self._update(status=F.STUDY_INTERRUPTED, reason=one_line(e), quiet=True)
+            free_name = not self.resumed and not self._trials_started
+            raise
+        finally:
+            self._heartbeat.stop()
+            if free_name:
+                release(self.cfg)
+
+    def start_trials(self, **fields) -> None:
+        """Trials start now: status "running" with ``fields`` (dashboard, data alpha, trial count)
+        and, resumed, the time of this resume. From here a failure keeps the study's folder."""
+        if self.resumed:
+            fields["resumed"] = self.record.get("resumed", []) + [now_iso()]
+        self._update(status=F.STUDY_RUNNING, finished=None, results_path=self.cfg.experiment_path, **fields)
+        self._trials_started = True
+
+    def finish(self, saved: dict, out=sys.stdout) -> int:
+        """The end: each trial's outcome from the state Tune saved ({trial_id: status, config,
+        last_result}), the counts, the best per variant, the status, the closing text. Returns
+        the exit status: 0 finished, 1 some trial errored, 130 trials left unfinished."""
+        outcome = outcomes(saved, self.cfg.max_epochs)
+        unfinished = sum(o == M.RUNNING for o in outcome.values())
+        interrupted = bool(unfinished) or not saved
+        self._update(status=F.STUDY_INTERRUPTED if interrupted else F.STUDY_FINISHED,
+                     finished=None if interrupted else now_iso(),
+                     reason=(f"{unfinished} trial(s) unfinished when Tune stopped" if unfinished else
+                             "Tune saved no trial") if interrupted else None,
+                     trial_status={tid: t["status"] for tid, t in saved.items()}, trial_outcome=outcome,
+                     summary={k: sum(o == k for o in outcome.values()) for k in M.OUTCOMES},
+                     best_per_variant=best_per_variant(saved, self.cfg.metric, outcome))
+        print(summary_text(self.cfg, self.record, time.monotonic() - self._started_at), file=out)
+        if interrupted:
+            return 130
+        return 1 if self.record["summary"][M.ERRORED] else 0
+
+    def _update(self, quiet: bool = False, **fields) -> None:
         try:
-            with open(os.path.join(d, "result.json")) as f:
-                for line in f:
-                    try:
-                        epochs = max(epochs, int(json.loads(line)["training_iteration"]))
-                    except (ValueError, KeyError, TypeError):
-                        bad += line.strip() != ""
+            self._heartbeat.update(**fields)
         except OSError:
-            pass
-        checkpoints = sum(c.startswith("checkpoint_") for c in os.listdir(d))
-        tid = next((t for t in status if name.endswith(t)), None)
-        if bad:
-            damaged.append(f"{name} ({bad} unreadable result line(s))")
-        elif epochs >= cfg.max_epochs or status.get(tid) == "TERMINATED":
-            finished.append(name)
-        else:
-            running.append(f"{name} (epoch {epochs}, {checkpoints} checkpoint(s))")
-    missing = [t for t in trials if json.dumps(t, sort_keys=True) not in seen]
-    lines = [f"resume {cfg.study_name}: {len(finished)} finished (kept), {len(running)} in progress (continued "
-             f"from their last checkpoint), {len(damaged)} damaged, {len(missing)} not started"]
-    lines += [f"  in progress: {r}" for r in running]
-    lines += [f"  damaged: {r}" for r in damaged]
-    lines += ["  not started: " + ", ".join(f"{k}={t[k]}" for k in ("variant", "gamma", "lr", "seed"))
-              for t in missing[:20]]
-    if len(missing) > 20:
-        lines.append(f"  ... and {len(missing) - 20} more not started")
-    return lines
+            if not quiet:   # while failing already: the first error is the one to report
+                raise

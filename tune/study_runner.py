@@ -1,21 +1,19 @@
 """The driver: Ray, the data once, the Tuner, and the study record kept current while it runs.
 
-Flow: a validated ``StudyConfig`` whose folder is already claimed (tune/study_record.py) -> the
-heartbeat starts -> Ray started locally or joined -> checks only a running Ray can answer (shared
+Flow: a study opened and claimed (``StudyRecord``, tune/study_record.py) -> its heartbeat starts
+(``study.running()``) -> Ray started locally or joined -> checks only a running Ray can answer (shared
 storage on several nodes, GPUs present) before any trial -> the study's data built once into the
-object store (alpha measured for --gamma-from-data) -> the plan (tune/cli.py, as the dry run) ->
+object store (alpha measured for --gamma-from-data) -> the plan (tune/plan.py, as the dry run) ->
 ``tune.Tuner`` (or ``Tuner.restore`` for --resume) -> each trial's status read back from the
-state Tune saved -> the summary and the final study.json.
+state Tune saved -> ``study.finish``: the outcomes, the summary and the final study.json.
 
 Process-wide settings (environment variables Ray reads) are made by the entry point,
 tune/run_study.py, not here.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import sys
-from typing import Optional
 
 import ray
 from ray import tune
@@ -24,14 +22,16 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from plvae import metrics as M
+from plvae import study_files as F
 from plvae.config import ConfigError
-from tune.cli import max_concurrent, plan
 from tune.reporting import STUDY_OBJECTIVE
 from tune.auth_token import secure_auth_token
-from tune.study_config import StudyConfig, StudyError, is_uri
+from tune.errors import StudyError
+from tune.plan import max_concurrent, plan
+from tune.storage import is_uri
+from tune.study_config import StudyConfig
 from tune.study_data import load_and_measure
-from tune.study_record import Heartbeat, now_iso, release
-from tune.summary import best_per_variant, summary_text, trial_outcome
+from tune.study_record import StudyRecord
 from tune.sweeps import SWEEPS, OptunaSpace
 from tune.trainable import train_trial, trial_dirname, trial_name
 
@@ -142,7 +142,7 @@ def make_trainable(cfg: StudyConfig, data):
 
 def progress_reporter(cfg: StudyConfig):
     params = {k: k for k in SWEEPS if k not in ("clip_dim", "decay_rate")}
-    metrics = {"training_iteration": "epoch", cfg.metric: cfg.metric, M.VAL_LOSS: M.VAL_LOSS,
+    metrics = {F.TRAINING_ITERATION: "epoch", cfg.metric: cfg.metric, M.VAL_LOSS: M.VAL_LOSS,
                M.DIVERGED: M.DIVERGED}
     return tune.CLIReporter(parameter_columns=params, metric_columns=metrics, max_report_frequency=20,
                             max_column_length=20, print_intermediate_tables=True)
@@ -186,7 +186,7 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
     """ASHA on the study objective (or FIFO); the grid as preset points, one flat TrialConfig dict
     per trial (or Optuna's define-by-run space); checkpoints kept per trial; our columns."""
     if cfg.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=STUDY_OBJECTIVE, mode="min",
+        scheduler = ASHAScheduler(time_attr=F.TRAINING_ITERATION, metric=STUDY_OBJECTIVE, mode="min",
                                   max_t=cfg.max_epochs, grace_period=cfg.grace_period,
                                   reduction_factor=cfg.reduction_factor)
     else:
@@ -217,6 +217,12 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
                       run_config=run_config)
 
 
+def restore_tuner(cfg: StudyConfig, data) -> tune.Tuner:
+    """Tune's saved study, with its unfinished and errored trials continued from their checkpoints."""
+    return tune.Tuner.restore(cfg.experiment_path, trainable=make_trainable(cfg, data), resume_unfinished=True,
+                              resume_errored=True, restart_errored=False)
+
+
 def saved_trials(cfg: StudyConfig) -> dict:
     """Each trial as Tune saved it in the experiment state: {trial_id: status, config, last result}.
     Read from the saved state, not from the Trial objects after fit(): on an interrupted run Tune's
@@ -227,61 +233,31 @@ def saved_trials(cfg: StudyConfig) -> dict:
 
 
 # ---------------------------------------------------------------------------- the study
-def run(cfg: StudyConfig, record: dict, prior: Optional[dict] = None, out=sys.stdout) -> int:
-    """Run a validated, claimed study (record: its study.json), or resume one (prior: its old
-    record); return the exit status (0 finished, 1 some trial errored, 130 interrupted). Raises
-    StudyError for input only a running Ray can reject (storage on a cluster, missing GPUs, data)."""
-    started_wall = _dt.datetime.now()
-    heartbeat = Heartbeat(cfg, record).start()
-    if prior is not None:   # from now on a second --resume sees a live driver
-        heartbeat.update(status="running")
+def run(study: StudyRecord, out=sys.stdout) -> int:
+    """Run a claimed study, or continue a resumed one (``study.resumed``); return the exit status
+    (0 finished, 1 some trial errored, 130 interrupted). Raises StudyError for input only a
+    running Ray can reject (storage on a cluster, missing GPUs, data); the record then says why."""
+    cfg = study.cfg
     owns_ray = not ray.is_initialized()  # a Ray already started in this process is used as it is
-    fitted = False
     try:
-        check_tracking(cfg)
-        dashboard = connect(cfg) if owns_ray else ""
-        for note in check_cluster(cfg):
-            print(note, file=out)
-        if dashboard:
-            print(f"Ray dashboard: {dashboard}", file=out)
-        data, alphas = load_data_once(cfg, measure=cfg.gamma_from_data and prior is None)
-        p = plan(cfg, (prior or {}).get("data_alpha") or alphas)
-        for note in p.notes:
-            print(note, file=out)
-        heartbeat.update(status="running", finished=None, dashboard_url=dashboard, results_path=cfg.experiment_path,
-                         data_alpha=(prior or {}).get("data_alpha") or alphas,
-                         num_trials=len(p.trials) if p.trials else cfg.num_samples,
-                         **({"resumed": record.get("resumed", []) + [now_iso()]} if prior else {}))
-        print(f"study {cfg.study_name}: {record['num_trials']} trials -> {cfg.experiment_path}", file=out)
-        if prior is not None:
-            tuner = tune.Tuner.restore(cfg.experiment_path, trainable=make_trainable(cfg, data),
-                                       resume_unfinished=True, resume_errored=True, restart_errored=False)
-        else:
-            tuner = build_tuner(cfg, p.trials, data, p.extra)
-        fitted = True
-        try:
-            tuner.fit()
-        except BaseException:  # a crash or a second Ctrl-C: the record says so, --resume continues
-            heartbeat.update(status="interrupted")
-            raise
-        final = saved_trials(cfg)
-        outcomes = {tid: trial_outcome(t["status"], t["last_result"], cfg.max_epochs) for tid, t in final.items()}
-        interrupted = any(o == M.RUNNING for o in outcomes.values()) or not final
-        heartbeat.update(
-            status="interrupted" if interrupted else "finished", finished=None if interrupted else now_iso(),
-            trial_status={tid: t["status"] for tid, t in final.items()}, trial_outcome=outcomes,
-            summary={k: sum(o == k for o in outcomes.values()) for k in M.OUTCOMES},
-            best_per_variant=best_per_variant(final, cfg.metric))
-        print(summary_text(cfg, record, (_dt.datetime.now() - started_wall).total_seconds()), file=out)
-        if interrupted:
-            return 130
-        return 1 if record["summary"][M.ERRORED] else 0
-    except StudyError:
-        if prior is None and not fitted:
-            heartbeat.stop()
-            release(cfg)    # no trial ran: the name is free again
-        raise
+        with study.running():
+            check_tracking(cfg)
+            dashboard = connect(cfg) if owns_ray else ""
+            for note in check_cluster(cfg):
+                print(note, file=out)
+            if dashboard:
+                print(f"Ray dashboard: {dashboard}", file=out)
+            # alpha is measured once, by the study's first run; a resume reads it from the record
+            data, alphas = load_data_once(cfg, measure=cfg.gamma_from_data and not study.data_alpha)
+            p = plan(cfg, study.data_alpha or alphas)
+            for note in p.notes:
+                print(note, file=out)
+            tuner = restore_tuner(cfg, data) if study.resumed else build_tuner(p.study, p.trials, data, p.extra)
+            study.start_trials(dashboard_url=dashboard, data_alpha=study.data_alpha or alphas,
+                               num_trials=len(p.trials) if p.trials else cfg.num_samples)
+            print(f"study {cfg.study_name}: {study.record['num_trials']} trials -> {cfg.experiment_path}", file=out)
+            tuner.fit()   # a crash or a second Ctrl-C raises: the record says "interrupted", --resume continues
+            return study.finish(saved_trials(cfg), out)
     finally:
-        heartbeat.stop()
         if owns_ray:
             ray.shutdown()

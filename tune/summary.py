@@ -5,36 +5,31 @@ from __future__ import annotations
 import math
 
 from plvae import metrics as M
+from plvae import study_files as F
 from plvae.priors import VARIANTS, W2
 from tune.study_config import StudyConfig
-from tune.sweeps import SWEEPS, uses
+from tune.sweeps import SWEEPS
 
 ANALYSIS_COMMAND = "python -m analysis {path}"
 
 
-def trial_outcome(status: str, last: dict, max_epochs: int) -> str:
-    """One of plvae.metrics.OUTCOMES, from Tune's status and the trial's last result."""
-    if status == "ERROR":
-        return M.ERRORED
-    if M.is_diverged(last):
-        return M.DIVERGED_OUTCOME
-    if status != "TERMINATED":
-        return M.RUNNING
-    return M.COMPLETED if last.get("training_iteration", 0) >= max_epochs else M.EARLY_STOPPED
+def outcomes(final: dict, max_epochs: int) -> dict:
+    """{trial_id: outcome} of the trials Tune saved, by the one rule (plvae.study_files)."""
+    return {tid: F.trial_outcome(t["status"], t["last_result"], max_epochs) for tid, t in final.items()}
 
 
-def best_per_variant(final: dict, metric: str) -> dict:
+def best_per_variant(final: dict, metric: str, outcome: dict) -> dict:
     """For each variant, the trial with the lowest last-reported metric among those that did not
     diverge or error (early-stopped trials compete with the value they stopped at)."""
     best = {}
     for trial_id, t in final.items():
         last, conf = t["last_result"], t["config"]
         value = last.get(metric)
-        if t["status"] == "ERROR" or M.is_diverged(last) or value is None or not math.isfinite(value):
+        if outcome[trial_id] in (M.ERRORED, M.DIVERGED_OUTCOME) or value is None or not math.isfinite(value):
             continue
         variant = conf.get("variant")
         if variant not in best or value < best[variant][metric]:
-            best[variant] = {"trial_id": trial_id, metric: value, "epochs": last.get("training_iteration"),
+            best[variant] = {F.TRIAL_ID: trial_id, metric: value, "epochs": last.get(F.TRAINING_ITERATION),
                              **{k: conf.get(k) for k in SWEEPS if k != "variant"}}
     return best
 
@@ -48,21 +43,21 @@ def summary_text(cfg: StudyConfig, record: dict, wall_s: float) -> str:
         lines.append("data alpha: " + "; ".join(f"{a:.3f} ({k})" for k, a in record["data_alpha"].items()))
     if record["best_per_variant"]:
         # On a total loss, W2 variants optimise another objective: listed after the KL ranking,
-        # never in it (DESIGN.md, "Comparing variants fairly").
+        # never in it (docs/design.md, "Comparing variants fairly").
         apart = cfg.metric in (M.VAL_LOSS, M.TRAIN_LOSS)
         other = {v for v in record["best_per_variant"] if apart and VARIANTS[v].divergence == W2}
         lines.append(f"best per variant on {cfg.metric} (last reported value; epochs may differ under ASHA: "
                      f"the analysis below compares at equal epochs):")
         ranked = sorted(record["best_per_variant"].items(), key=lambda kv: (kv[0] in other, kv[1][cfg.metric]))
         for variant, b in ranked:
-            used = [k for k in SWEEPS if k != "variant" and b.get(k) is not None and uses(VARIANTS[variant], k)]
+            used = [k for k in SWEEPS if k != "variant" and b.get(k) is not None and VARIANTS[variant].uses(k)]
             params = ", ".join(f"{k}={b[k]:g}" if isinstance(b[k], float) else f"{k}={b[k]}" for k in used)
             tag = "  [W2 objective: not comparable]" if variant in other else ""
-            lines.append(f"  {variant:<20} {b[cfg.metric]:.5f}  ({params}; {b['epochs']} epochs; {b['trial_id']}){tag}")
+            lines.append(f"  {variant:<20} {b[cfg.metric]:.5f}  ({params}; {b['epochs']} epochs; {b[F.TRIAL_ID]}){tag}")
     lines += [f"results: {cfg.experiment_path}",
               f"open them: {ANALYSIS_COMMAND.format(path=cfg.experiment_path)}",
               f"TensorBoard: tensorboard --logdir {cfg.experiment_path}"]
-    if record["status"] == "interrupted":
+    if record["status"] == F.STUDY_INTERRUPTED:
         lines.append(f"resume: python tune/run_study.py --resume --study-name {cfg.study_name} "
                      f"--storage-path {cfg.storage_path}")
     return "\n".join(lines)

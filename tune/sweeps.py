@@ -10,10 +10,11 @@ import dataclasses
 import itertools
 import math
 import re
-from typing import Any, Optional
+from typing import Optional
 
 from plvae.config import ConfigError, TrialConfig
 from plvae.priors import VARIANTS, Variant, matched_gamma
+from tune.errors import StudyError, bad
 
 # Swept TrialConfig field -> the StudyConfig list holding its values, in grid order.
 SWEEPS = {"variant": "variants", "gamma": "gammas", "latent_dim": "latent_dims", "min_decay": "min_decays",
@@ -32,19 +33,6 @@ DEFAULT_MAX_TRIALS = 5000
 ALPHA_GAMMA = re.compile(r"^\s*(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?alpha\s*(?:/\s*(\d+(?:\.\d*)?))?\s*$")
 
 
-class StudyError(ConfigError):
-    """A one-line message naming the field, the bad value and what is allowed."""
-
-
-def bad(name: str, value: Any, allowed: str) -> StudyError:
-    return StudyError(f"{name}={value!r} is invalid; allowed: {allowed}")
-
-
-def uses(variant: Variant, tfield: str) -> bool:
-    """Whether a variant uses a swept field (plvae.priors.Variant.uses)."""
-    return variant.uses(tfield)
-
-
 def resolve_gamma(value, alpha: float) -> float:
     """A gamma entry as a number: itself, or a multiple of alpha ('alpha/2' -> round(alpha/2, 2))."""
     if not isinstance(value, str):
@@ -53,19 +41,20 @@ def resolve_gamma(value, alpha: float) -> float:
     return round(float(m.group(1) or 1) * alpha / float(m.group(2) or 1), 2)
 
 
-def add_data_gamma(cfg, alphas: dict) -> dict:
-    """--gamma-from-data: add gamma = alpha/2 to the gammas (and resolve 'alpha/2'-style entries);
-    return the trials' extra tags {"data_alpha", "data_gamma"}."""
+def data_gamma(alphas: dict) -> dict:
+    """--gamma-from-data: the trials' extra tags {"data_alpha", "data_gamma"}, gamma = alpha/2
+    (plvae.priors.matched_gamma) from the measured alpha."""
     alpha = next(iter(alphas.values()))  # the data fields are fixed in a study: one dataset
     gamma = matched_gamma(alpha)
     if not math.isfinite(alpha) or gamma < 0:
         raise StudyError(f"gamma_from_data: measured alpha={alpha:.3f} gives gamma={gamma} < 0; allowed: "
                          "data whose spectrum decays (alpha > 0)")
-    cfg.gammas = sorted({resolve_gamma(g, alpha) for g in cfg.gammas} | {gamma})
-    for g in cfg.grids:
-        if "gammas" in g:
-            g["gammas"] = sorted({resolve_gamma(x, alpha) for x in g["gammas"]} | {gamma})
     return {"data_alpha": alpha, "data_gamma": gamma}
+
+
+def resolved_gammas(gammas: list, extra: dict) -> list:
+    """A gamma list with its 'alpha/2'-style entries resolved and the data-matched gamma added."""
+    return sorted({resolve_gamma(g, extra["data_alpha"]) for g in gammas} | {extra["data_gamma"]})
 
 
 # ---------------------------------------------------------------------------- the grid
@@ -76,7 +65,7 @@ def _axes(grid, variant: Variant, alpha: float) -> list[list]:
     for tfield, lst in SWEEPS.items():
         if tfield == "variant":
             axes.append([variant.name])
-        elif not uses(variant, tfield):
+        elif not variant.uses(tfield):
             axes.append([TRIAL_DEFAULTS[tfield]])
         elif tfield == "gamma":
             axes.append(list(dict.fromkeys(resolve_gamma(g, alpha) for g in grid.gammas)))
@@ -125,7 +114,7 @@ def grid_trials(grids: list, fixed: dict, extra: Optional[dict] = None) -> list[
 def probe_value(fixed: dict, tfield: str, value, where: str = "") -> None:
     """Validate one sweep value by building a TrialConfig that uses it (on a variant that needs it)."""
     probe = {**fixed, tfield: value}
-    variant = next(v for v in VARIANTS.values() if uses(v, tfield))
+    variant = next(v for v in VARIANTS.values() if v.uses(tfield))
     if tfield != "variant":
         probe["variant"] = variant.name
         if variant.uses("clip_dim") and tfield != "clip_dim":
@@ -164,7 +153,7 @@ class OptunaSpace:
         for tfield in SWEEPS:
             if tfield == "variant":
                 continue
-            if not uses(variant, tfield):
+            if not variant.uses(tfield):
                 fixed[tfield] = TRIAL_DEFAULTS[tfield]
             elif tfield == "gamma":
                 ask(tfield, lambda n, v: trial.suggest_float(n, min(v), max(v)))
