@@ -36,7 +36,7 @@ RECORD_FIELDS = ("study_name", "study_config", "status", "started")
 # resume reads); every other changed option is refused: Tune keeps the search space, scheduler,
 # searcher (max_concurrent) and run config (its callbacks: --mlflow, --wandb) in its saved state.
 RESUME_APPLIES = ("address", "storage_path", "shared_storage", "num_cpus", "num_gpus", "dashboard",
-                  "cpus_per_trial", "gpus_per_trial", "study_name", "images")
+                  "cpus_per_trial", "gpus_per_trial", "study_name", "images", "allow_cpu_fallback")
 
 
 def now_iso() -> str:

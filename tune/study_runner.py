@@ -31,7 +31,7 @@ from tune.auth_token import secure_auth_token
 from tune.study_config import StudyConfig, StudyError, is_uri
 from tune.study_data import load_and_measure
 from tune.study_record import Heartbeat, now_iso, release
-from tune.summary import best_per_variant, summary_text, trial_outcome
+from tune.summary import best_per_variant, summary_text, trial_notes, trial_outcome
 from tune.sweeps import SWEEPS, OptunaSpace
 from tune.trainable import train_trial, trial_dirname, trial_name
 
@@ -136,7 +136,8 @@ def load_data_once(cfg: StudyConfig, measure: bool) -> tuple["ray.ObjectRef", di
 
 def make_trainable(cfg: StudyConfig, data):
     """The trial function with the data (an object-store reference) and its resources attached."""
-    fn = tune.with_parameters(train_trial, data=data, metric=cfg.metric, cpus=cfg.cpus_per_trial, images=cfg.images)
+    fn = tune.with_parameters(train_trial, data=data, metric=cfg.metric, cpus=cfg.cpus_per_trial, images=cfg.images,
+                              allow_cpu_fallback=cfg.allow_cpu_fallback)
     return tune.with_resources(fn, cfg.resources())
 
 
@@ -221,8 +222,9 @@ def saved_trials(cfg: StudyConfig) -> dict:
     """Each trial as Tune saved it in the experiment state: {trial_id: status, config, last result}.
     Read from the saved state, not from the Trial objects after fit(): on an interrupted run Tune's
     cleanup marks the trials it stops TERMINATED, while the state saved just before keeps them
-    RUNNING / PENDING (what --resume continues)."""
-    return {t.trial_id: {"status": t.status, "config": dict(t.config), "last_result": dict(t.last_result or {})}
+    RUNNING / PENDING (what --resume continues). An errored trial's error: the text Tune saved."""
+    return {t.trial_id: {"status": t.status, "config": dict(t.config), "last_result": dict(t.last_result or {}),
+                         "error": t.get_error() if t.status == "ERROR" else None}
             for t in tune.ExperimentAnalysis(cfg.experiment_path).trials}
 
 
@@ -271,7 +273,7 @@ def run(cfg: StudyConfig, record: dict, prior: Optional[dict] = None, out=sys.st
             status="interrupted" if interrupted else "finished", finished=None if interrupted else now_iso(),
             trial_status={tid: t["status"] for tid, t in final.items()}, trial_outcome=outcomes,
             summary={k: sum(o == k for o in outcomes.values()) for k in M.OUTCOMES},
-            best_per_variant=best_per_variant(final, cfg.metric))
+            best_per_variant=best_per_variant(final, cfg.metric), **trial_notes(final))
         print(summary_text(cfg, record, (_dt.datetime.now() - started_wall).total_seconds()), file=out)
         if interrupted:
             return 130
