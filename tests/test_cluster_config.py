@@ -257,6 +257,28 @@ def test_the_security_group_is_created_as_declared_and_never_open_to_the_world(t
         assert refused.returncode != 0 and "aws ec2" not in refused.stdout, (bad, refused.stdout)
 
 
+@pytest.mark.parametrize("answer, ok", [("vpc-0a1b2c3d", True), ("None", False)])
+def test_the_security_group_script_needs_a_default_vpc(tmp_path, answer, ok):
+    """Against a fake `aws` on PATH (tests/fixtures/aws/bin) answering from fixture files."""
+    config = CLUSTER_YAML.read_text().replace("<YOUR_PUBLIC_IP>/32", "203.0.113.7/32")
+    (tmp_path / "cluster.yaml").write_text(config)
+    (tmp_path / "ec2.describe-vpcs.json").write_text(answer + "\n")
+    (tmp_path / "ec2.create-security-group.json").write_text("sg-0123\n")
+    (tmp_path / "ec2.authorize-security-group-ingress.json").write_text("")
+    env = {**os.environ, "PLVAE_CLUSTER_YAML": str(tmp_path / "cluster.yaml"), "FAKE_AWS_DIR": str(tmp_path),
+           "FAKE_AWS_LOG": str(tmp_path / "calls.log"),
+           "PATH": f"{REPO / 'tests' / 'fixtures' / 'aws' / 'bin'}{os.pathsep}{Path(sys.executable).parent}"
+                   f"{os.pathsep}{os.environ.get('PATH', '')}"}
+    made = subprocess.run(["bash", "scripts/aws_security_group.sh"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    calls = (tmp_path / "calls.log").read_text()
+    if ok:
+        assert made.returncode == 0 and "--vpc-id\tvpc-0a1b2c3d" in calls, made.stderr
+    else:
+        assert made.returncode != 0 and "has no default VPC" in made.stderr and "create-default-vpc" in made.stderr
+        assert "create-security-group" not in calls
+
+
 def test_nodes_get_scoped_roles_not_rays_default():
     config = load_cluster()
     types = config["available_node_types"]
