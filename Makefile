@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser study test cluster-up cluster-down clean
+.PHONY: setup browser study test cluster-up cluster-down preflight clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ cluster-up: setup
 
 cluster-down:
 	PATH=$(abspath $(VENV))/bin:$$PATH bash scripts/local_cluster.sh stop
+
+# Before the first `ray up cluster.yaml`: read-only checks of your AWS account against cluster.yaml
+# (quotas, roles and policies, spot role, VPC, subnets, security group, AMI, a --dry-run launch).
+preflight: setup
+	$(PY) scripts/preflight_aws.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

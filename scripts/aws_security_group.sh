@@ -40,7 +40,11 @@ PY
 VPC="${1:-}"
 if [[ -z "$VPC" ]]; then
     VPC="$(run ec2 describe-vpcs --region "$REGION" --filters Name=isDefault,Values=true \
-        --query 'Vpcs[0].VpcId' --output text)"
+        --query 'Vpcs[0].VpcId' --output text)" || die "cannot list the VPCs of $REGION (above)"
+    # The CLI prints "None" when the region has no default VPC (deleted, or an old account).
+    if [[ "${PLVAE_DRY_RUN:-}" != 1 && ! "$VPC" =~ ^vpc-[0-9a-f]+$ ]]; then
+        die "$REGION has no default VPC (got '$VPC'); allowed: pass a VPC id (aws ec2 describe-vpcs --region $REGION), or create the default VPC: aws ec2 create-default-vpc --region $REGION"
+    fi
 fi
 SG="$(run ec2 create-security-group --region "$REGION" --vpc-id "$VPC" --group-name "$GROUP" \
     --description "plvae Ray cluster: SSH from the operators, all traffic within the cluster" \

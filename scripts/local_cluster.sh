@@ -26,6 +26,8 @@
 #                          cluster.yaml's CPU head (two nodes must not both claim one GPU) (`start`)
 #   PLVAE_OBJECT_STORE_BYTES              object store size of each node [1000000000]
 #   RAY_AUTH_TOKEN_PATH    a token file to use instead of Ray's default ~/.ray/auth_token
+#   PLVAE_VENV             the venv whose ray and python are used when `ray` is not on PATH [.venv
+#                          next to scripts/, what `make setup` makes], so a fresh shell needs no activation
 #   `autoscale` only:
 #   PLVAE_IDLE_TIMEOUT_MINUTES    idle workers are removed after this [cluster.yaml's idle_timeout_minutes]
 #   PLVAE_MAX_WORKERS             at most this many workers [cluster.yaml's max_workers]
@@ -185,8 +187,16 @@ stop_nodes() {
     rm -f "$STATE_DIR/head.pid" "$STATE_DIR/worker.pid"
 }
 
+use_project_venv() {  # from a fresh shell: the project's venv (make setup), when `ray` is not on PATH
+    local venv="${PLVAE_VENV:-$SCRIPT_DIR/../.venv}"
+    if ! command -v ray >/dev/null 2>&1 && [[ -x "$venv/bin/ray" && -x "$venv/bin/python" ]]; then
+        PATH="$(cd "$venv/bin" && pwd):$PATH"
+        export PATH
+    fi
+}
+
 need_tools() {
-    command -v ray >/dev/null 2>&1 || die "'ray' is not on PATH; allowed: run 'make cluster-up', or activate the project's venv"
+    command -v ray >/dev/null 2>&1 || die "'ray' is not on PATH nor in ${PLVAE_VENV:-$SCRIPT_DIR/../.venv}/bin; allowed: run 'make setup' (or 'make cluster-up'), activate the project's venv, or set PLVAE_VENV"
     command -v python >/dev/null 2>&1 || die "'python' is not on PATH; allowed: run 'make cluster-up', or activate the project's venv"
 }
 
@@ -272,7 +282,7 @@ adds nodes of cluster.yaml's worker types while trials wait and removes them whe
   Auth token:           $(token_file)
 
 Run a study on it (the GPUs are logical: trials train on the CPU):
-  RAY_AUTH_MODE=token python tune/run_study.py --address 127.0.0.1:$GCS_PORT --gpus-per-trial 0.5 --storage-path results --shared-storage [options]
+  RAY_AUTH_MODE=token python tune/run_study.py --address 127.0.0.1:$GCS_PORT --gpus-per-trial 0.5 --allow-cpu-fallback --storage-path results --shared-storage [options]
 Watch it scale: bash scripts/local_cluster.sh status
 Stop it:        make cluster-down   (or: bash scripts/local_cluster.sh stop)
 EOF
@@ -289,10 +299,12 @@ status() {
         done
     fi
     if alive head; then
+        need_tools
         ray status --address="127.0.0.1:$GCS_PORT"
     fi
 }
 
+use_project_venv
 case "${1:-}" in
     start) start ;;
     autoscale) autoscale ;;

@@ -187,7 +187,7 @@ def test_autoscaler_launches_workers_for_a_study_and_removes_them_when_idle(tmp_
         command = [sys.executable, "tune/run_study.py", "--address", f"127.0.0.1:{gcs}",
                    "--config", str(study_fields), "--variants", "vae,powerlaw_clamp,powerlaw",
                    "--gammas", "0.5", "--seeds", "0,1", "--epochs", "2", "--n-train", "256", "--n-val", "128",
-                   "--scheduler", "fifo", "--cpus-per-trial", "1", "--gpus-per-trial", "0.5",
+                   "--scheduler", "fifo", "--cpus-per-trial", "1", "--gpus-per-trial", "0.5", "--allow-cpu-fallback",
                    "--storage-path", str(storage), "--study-name", "autoscaled", "--shared-storage"]
         study_start_ms = time.time() * 1000
         study = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -195,6 +195,7 @@ def test_autoscaler_launches_workers_for_a_study_and_removes_them_when_idle(tmp_
         output = study.stdout + study.stderr
         assert study.returncode == 0, output[-4000:]
         assert NO_GPU_NOTE in output, output[:2000]
+        assert "CPU fallback (--allow-cpu-fallback)" in study.stdout, study.stdout[-2000:]   # logical GPUs
 
         # The autoscaler launched gpu_worker nodes after the study began, never more than the cap.
         nodes = dashboard.nodes()

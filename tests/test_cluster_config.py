@@ -28,7 +28,8 @@ CLUSTER_YAML = REPO / "cluster.yaml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 CONSTRAINTS = "docker/constraints.txt"
-TOKEN_MOUNT = "~/.ray/auth_token"  # Ray's default token path, on this machine and on every node
+TOKEN_MOUNT = "~/.ray"  # the directory of Ray's default token path (auth_token), here and on every node
+TOKEN_MOUNT_REMOTE = "/home/ray/.ray"
 
 
 def load_cluster() -> dict:
@@ -148,32 +149,52 @@ def test_a_misspelled_key_fails_the_check(where, monkeypatch):
         launcher_check(config)
 
 
-def test_file_mounts_exist_in_the_repo_and_cover_the_package():
+def test_file_mounts_are_directories_the_project_and_the_token():
+    """A file bind-mounted into the container keeps its first inode: a rotated token or changed pins
+    would never reach it. Every mount is a directory (Ray's own check warns on a file)."""
     config = load_cluster()
     mounts = dict(config["file_mounts"])
-    # The auth token is the one mount from outside the repo: this machine's token, to where Ray
-    # looks for it on every node.
-    assert mounts.pop(TOKEN_MOUNT, None) == TOKEN_MOUNT
     workdir = [arg for word, arg in dockerfile_instructions() if word == "WORKDIR"][-1]
+    assert mounts == {workdir: ".", TOKEN_MOUNT_REMOTE: TOKEN_MOUNT}
     for remote, local in mounts.items():
-        assert (REPO / local).exists(), f"{remote}: {local} is not in the repo"
-    for remote, local in mounts.items():
-        assert not os.path.isabs(local), f"{remote}: {local} must be relative to the repo root"
-        path = (REPO / local).resolve()
-        assert path.is_relative_to(REPO) and path.exists(), f"{remote}: {local} is not in the repo"
-        assert remote.startswith(workdir + "/"), f"{remote} is outside the image's project dir"
-    # What setup_commands installs from: the project's metadata and its pins.
-    assert mounts.pop(workdir + "/pyproject.toml") == "./pyproject.toml"
-    assert mounts.pop(workdir + "/" + CONSTRAINTS) == "./" + CONSTRAINTS
-    # Every package pyproject installs is mounted, so a node never runs a stale copy of one.
+        assert not Path(os.path.expanduser(local)).is_file(), f"{remote}: {local} is a file"
+    assert (REPO / mounts[workdir]).resolve() == REPO
+    # The sync leaves out what git ignores (venv, results, data) and .git itself ...
+    assert ".gitignore" in config["rsync_filter"] and ".git" in config["rsync_exclude"]
+    ignored = ignore_patterns(REPO / ".gitignore")
+    assert {".venv/", "/results/", "/data/"} <= set(ignored)
+    # ... and keeps what setup_commands installs from: the metadata, the pins, every package.
+    assert (REPO / "pyproject.toml").exists() and (REPO / CONSTRAINTS).exists()
     found = re.search(r"\[tool\.setuptools\.packages\.find\]\s*include\s*=\s*\[([^]]*)\]",
                       (REPO / "pyproject.toml").read_text())  # (tomllib is 3.11+; the project allows 3.10)
     assert found, "pyproject.toml: [tool.setuptools.packages.find] include"
     packages = {p.strip().strip('"').rstrip("*") for p in found.group(1).split(",") if p.strip()}
-    assert packages == {Path(local).name for local in mounts.values()}
+    assert packages and all((REPO / p / "__init__.py").exists() for p in packages)
+    assert not [p for p in packages if any(p.strip("/") == i.strip("/") for i in ignored)]
     # The image installs the project in editable mode in that dir, so the mounted code is what runs.
     installs = [arg for word, arg in dockerfile_instructions() if word == "RUN" and "pip install" in arg]
     assert installs and "--editable ." in installs[0]
+
+
+def test_rays_own_docker_check_finds_no_file_mount(monkeypatch):
+    from ray.autoscaler._private import docker as ray_docker
+
+    monkeypatch.chdir(REPO)
+    warned = []
+    monkeypatch.setattr(ray_docker.cli_logger, "warning", lambda msg, *a, **k: warned.append(msg))
+    ray_docker._check_docker_file_mounts({k: os.path.expanduser(v) for k, v in load_cluster()["file_mounts"].items()})
+    assert warned == []
+    ray_docker._check_docker_file_mounts({"/home/ray/plvae/pyproject.toml": "./pyproject.toml"})
+    assert warned and "refers to a file" in warned[0]   # the check can fail
+
+
+def test_both_node_types_name_one_ami_placeholder_and_the_driver_it_needs():
+    config = load_cluster()
+    amis = {name: t["node_config"].get("ImageId") for name, t in config["available_node_types"].items()}
+    assert set(amis.values()) == {"<AMI_ID>"}, amis   # set once (a YAML anchor), found per region
+    text = CLUSTER_YAML.read_text()
+    assert "Deep Learning Base OSS Nvidia Driver GPU AMI" in text and ">= 580" in text and "nvidia-smi" in text
+    assert "torch==2.14.1" in (REPO / CONSTRAINTS).read_text() and "cu13" in (REPO / CONSTRAINTS).read_text()
 
 
 def test_setup_commands_install_the_synced_project_keeping_the_images_ray():
@@ -236,6 +257,28 @@ def test_the_security_group_is_created_as_declared_and_never_open_to_the_world(t
         assert refused.returncode != 0 and "aws ec2" not in refused.stdout, (bad, refused.stdout)
 
 
+@pytest.mark.parametrize("answer, ok", [("vpc-0a1b2c3d", True), ("None", False)])
+def test_the_security_group_script_needs_a_default_vpc(tmp_path, answer, ok):
+    """Against a fake `aws` on PATH (tests/fixtures/aws/bin) answering from fixture files."""
+    config = CLUSTER_YAML.read_text().replace("<YOUR_PUBLIC_IP>/32", "203.0.113.7/32")
+    (tmp_path / "cluster.yaml").write_text(config)
+    (tmp_path / "ec2.describe-vpcs.json").write_text(answer + "\n")
+    (tmp_path / "ec2.create-security-group.json").write_text("sg-0123\n")
+    (tmp_path / "ec2.authorize-security-group-ingress.json").write_text("")
+    env = {**os.environ, "PLVAE_CLUSTER_YAML": str(tmp_path / "cluster.yaml"), "FAKE_AWS_DIR": str(tmp_path),
+           "FAKE_AWS_LOG": str(tmp_path / "calls.log"),
+           "PATH": f"{REPO / 'tests' / 'fixtures' / 'aws' / 'bin'}{os.pathsep}{Path(sys.executable).parent}"
+                   f"{os.pathsep}{os.environ.get('PATH', '')}"}
+    made = subprocess.run(["bash", "scripts/aws_security_group.sh"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    calls = (tmp_path / "calls.log").read_text()
+    if ok:
+        assert made.returncode == 0 and "--vpc-id\tvpc-0a1b2c3d" in calls, made.stderr
+    else:
+        assert made.returncode != 0 and "has no default VPC" in made.stderr and "create-default-vpc" in made.stderr
+        assert "create-security-group" not in calls
+
+
 def test_nodes_get_scoped_roles_not_rays_default():
     config = load_cluster()
     types = config["available_node_types"]
@@ -264,6 +307,14 @@ def test_nodes_get_scoped_roles_not_rays_default():
             assert s["Resource"].endswith(":role/plvae-worker")
         if s["Resource"] == "*":
             assert all(a.startswith("ec2:Describe") for a in acts), s
+    # Spot workers the first time: RunInstances on spot requests, and the spot service-linked role
+    # created by the head only for spot.amazonaws.com.
+    launch = [s for s in head if "ec2:RunInstances" in actions([s])]
+    assert launch and "arn:aws:ec2:<REGION>:<ACCOUNT_ID>:spot-instances-request/*" in launch[0]["Resource"]
+    slr = [s for s in head if "iam:CreateServiceLinkedRole" in actions([s])]
+    assert len(slr) == 1 and slr[0]["Resource"].endswith(
+        ":role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot")
+    assert slr[0]["Condition"] == {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}
 
 
 # --- docker/ -----------------------------------------------------------------------------------

@@ -140,6 +140,15 @@ def test_dashboard_lists_both_nodes_with_the_token_only(cluster):
     assert status.returncode == 0, status.stdout + status.stderr
     assert "head: running" in status.stdout and "worker: running" in status.stdout
     assert "Autoscaler status" in status.stdout, status.stdout
+    # From a fresh shell (README writes `bash scripts/local_cluster.sh status` with no venv active):
+    # no ray on PATH, the script finds the project's venv itself (PLVAE_VENV; default .venv beside
+    # scripts/, which `make setup` makes; here the venv running these tests).
+    fresh = {**cluster.env, "PATH": "/usr/bin:/bin", "PLVAE_VENV": str(Path(sys.executable).parent.parent)}
+    assert not shutil.which("ray", path=fresh["PATH"]), "the fresh shell must lack ray for this check"
+    status = run_script("status", fresh, timeout=120)
+    assert status.returncode == 0 and "Autoscaler status" in status.stdout, status.stdout + status.stderr
+    missing = run_script("status", {**fresh, "PLVAE_VENV": "/nonexistent"}, timeout=60)
+    assert missing.returncode != 0 and "make setup" in missing.stderr, missing.stdout + missing.stderr
     # A second `start` refuses instead of clobbering the running cluster.
     again = run_script("start", cluster.env, timeout=60)
     assert again.returncode != 0 and "already running" in again.stderr

@@ -170,7 +170,7 @@ class TestSharedRay:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         argv = ["--variants", "powerlaw_clamp", "--gammas", "0.25,0.5,0.75,1", "--seeds", "0", "--epochs", "3",
-                "--set", "n_train=1024", "--scheduler", "fifo", "--gpus-per-trial", "0.25",
+                "--set", "n_train=1024", "--scheduler", "fifo", "--gpus-per-trial", "0.25", "--allow-cpu-fallback",
                 "--storage-path", str(tmp_path), "--study-name", "pack", *TINY]
         try:
             assert run_cli(argv) == 0

@@ -118,7 +118,7 @@ OPTIONS = {
 }
 FLAGS = {"--gamma-from-data": ("gamma_from_data", True), "--shared-storage": ("shared_storage", True),
          "--no-dashboard": ("dashboard", False), "--no-reuse-actors": ("reuse_actors", False),
-         "--no-images": ("images", False)}
+         "--no-images": ("images", False), "--allow-cpu-fallback": ("allow_cpu_fallback", True)}
 
 _HELP = {
     # what to sweep
@@ -166,6 +166,8 @@ _HELP = {
                         f"{OPTUNA_DEFAULT_CONCURRENCY}, so TPE learns from finished trials)",
     "--num-cpus": "local Ray only: CPUs it may use", "--num-gpus": "local Ray only: GPUs it declares",
     "--no-reuse-actors": "start a fresh worker process per trial (default: reuse, torch imported once)",
+    "--allow-cpu-fallback": "a trial given a GPU that PyTorch cannot use trains on the CPU (default: it errors, "
+                            "naming the driver and CUDA versions); for rehearsals with logical GPUs",
     # cluster and storage
     "--address": "join a running cluster: auto or HOST:PORT (default: start a local Ray)",
     "--storage-path": "results root (default ./results); on a multi-node cluster a URI or shared path",
@@ -197,7 +199,7 @@ GROUPS = (
      ("--metric", "--search", "--num-samples", "--search-seed", "--scheduler", "--grace-period",
       "--reduction-factor")),
     ("resources", None, ("--cpus-per-trial", "--gpus-per-trial", "--max-concurrent", "--num-cpus", "--num-gpus",
-                         "--no-reuse-actors")),
+                         "--no-reuse-actors", "--allow-cpu-fallback")),
     ("cluster and storage", None, ("--address", "--storage-path", "--shared-storage", "--max-failures",
                                    "--keep-checkpoints")),
     ("output and resume", None, ("--study-name", "--verbose", "--no-dashboard", "--no-images", "--mlflow", "--wandb")),

@@ -17,7 +17,7 @@ from tune.study_config import StudyConfig
 # resume reads); every other changed option is refused: Tune keeps the search space, scheduler,
 # searcher (max_concurrent) and run config (its callbacks: --mlflow, --wandb) in its saved state.
 RESUME_APPLIES = ("address", "storage_path", "shared_storage", "num_cpus", "num_gpus", "dashboard",
-                  "cpus_per_trial", "gpus_per_trial", "study_name", "images")
+                  "cpus_per_trial", "gpus_per_trial", "study_name", "images", "allow_cpu_fallback")
 # Outcomes a resume keeps as they are (Tune continues the running and the errored trials).
 FINAL_OUTCOMES = (M.COMPLETED, M.EARLY_STOPPED, M.DIVERGED_OUTCOME)
 

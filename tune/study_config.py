@@ -95,6 +95,7 @@ class StudyConfig:
     reuse_actors: bool = True                # a worker runs trial after trial: torch imported once
     num_cpus: Optional[int] = None           # local Ray only: CPUs it may use (default: all)
     num_gpus: Optional[float] = None         # local Ray only: GPUs it declares (default: detected)
+    allow_cpu_fallback: bool = False         # a trial given a GPU PyTorch cannot use trains on the CPU (rehearsals)
     # --- where it runs and where results go
     address: Optional[str] = None            # None: a local Ray; "auto" or HOST:PORT: a cluster
     storage_path: str = "results"            # local paths are made absolute (relative to the cwd)
@@ -296,7 +297,7 @@ class StudyConfig:
 
             if importlib.util.find_spec("wandb") is None:
                 raise bad("wandb", self.wandb, "offline or online with wandb installed (pip install 'plvae[wandb]')")
-        for flag in ("gamma_from_data", "shared_storage", "dashboard", "reuse_actors", "images"):
+        for flag in ("gamma_from_data", "shared_storage", "dashboard", "reuse_actors", "images", "allow_cpu_fallback"):
             check(flag, lambda v: isinstance(v, bool), "true or false")
         check("max_failures", lambda v: is_int(v) and v >= 0, "an integer >= 0")
         check("keep_checkpoints", lambda v: is_int(v) and v >= 1, "an integer >= 1")

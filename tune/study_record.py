@@ -42,7 +42,7 @@ from tune.resume import apply_options, resume_report
 from tune.staging import finish_interrupted_copy
 from tune.storage import exists, fs, is_uri, join_storage, read_text, subfolders, write_text
 from tune.study_config import StudyConfig
-from tune.summary import best_per_variant, outcomes, summary_text
+from tune.summary import best_per_variant, outcomes, summary_text, trial_notes
 
 CLAIM_FILE = ".plvae-claim"
 HEARTBEAT_S = 15.0
@@ -345,7 +345,7 @@ class StudyRecord:
                              "Tune saved no trial") if interrupted else None,
                      trial_status={tid: t["status"] for tid, t in saved.items()}, trial_outcome=outcome,
                      summary={k: sum(o == k for o in outcome.values()) for k in M.OUTCOMES},
-                     best_per_variant=best_per_variant(saved, self.cfg.metric, outcome))
+                     best_per_variant=best_per_variant(saved, self.cfg.metric, outcome), **trial_notes(saved))
         print(summary_text(self.cfg, self.record, time.monotonic() - self._started_at), file=out)
         if interrupted:
             return 130

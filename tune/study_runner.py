@@ -136,7 +136,8 @@ def load_data_once(cfg: StudyConfig, measure: bool) -> tuple["ray.ObjectRef", di
 
 def make_trainable(cfg: StudyConfig, data):
     """The trial function with the data (an object-store reference) and its resources attached."""
-    fn = tune.with_parameters(train_trial, data=data, metric=cfg.metric, cpus=cfg.cpus_per_trial, images=cfg.images)
+    fn = tune.with_parameters(train_trial, data=data, metric=cfg.metric, cpus=cfg.cpus_per_trial, images=cfg.images,
+                              allow_cpu_fallback=cfg.allow_cpu_fallback)
     return tune.with_resources(fn, cfg.resources())
 
 
@@ -227,8 +228,9 @@ def saved_trials(cfg: StudyConfig) -> dict:
     """Each trial as Tune saved it in the experiment state: {trial_id: status, config, last result}.
     Read from the saved state, not from the Trial objects after fit(): on an interrupted run Tune's
     cleanup marks the trials it stops TERMINATED, while the state saved just before keeps them
-    RUNNING / PENDING (what --resume continues)."""
-    return {t.trial_id: {"status": t.status, "config": dict(t.config), "last_result": dict(t.last_result or {})}
+    RUNNING / PENDING (what --resume continues). An errored trial's error: the text Tune saved."""
+    return {t.trial_id: {"status": t.status, "config": dict(t.config), "last_result": dict(t.last_result or {}),
+                         "error": t.get_error() if t.status == "ERROR" else None}
             for t in tune.ExperimentAnalysis(cfg.experiment_path).trials}
 
 

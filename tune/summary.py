@@ -6,7 +6,9 @@ import math
 
 from plvae import metrics as M
 from plvae import study_files as F
+from plvae.device import FALLBACK_OPTION
 from plvae.priors import VARIANTS, W2
+from tune.reporting import ACCELERATOR, ASSIGNED_GPUS
 from tune.study_config import StudyConfig
 from tune.sweeps import SWEEPS
 
@@ -34,11 +36,42 @@ def best_per_variant(final: dict, metric: str, outcome: dict) -> dict:
     return best
 
 
+def error_line(text) -> str:
+    """The last line of an error Tune saved (a traceback ends with 'Type: message')."""
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no error text saved)"
+
+
+def trial_notes(final: dict) -> dict:
+    """For study.json: each errored trial's error line (trial_error), and the trials that were
+    given a GPU and trained on the CPU (cpu_fallback: only possible with --allow-cpu-fallback)."""
+    return {"trial_error": {tid: error_line(t.get("error")) for tid, t in final.items() if t["status"] == "ERROR"},
+            "cpu_fallback": sorted(tid for tid, t in final.items()
+                                   if (t["last_result"].get(ASSIGNED_GPUS) or 0) > 0
+                                   and t["last_result"].get(ACCELERATOR) == "cpu")}
+
+
+def notes_text(record: dict) -> list:
+    """The summary's lines for errored trials (one per distinct error) and for the CPU fallback."""
+    lines = []
+    errors = record.get("trial_error") or {}
+    for line in dict.fromkeys(errors.values()):
+        ids = [tid for tid, e in errors.items() if e == line]
+        lines.append(f"errored ({len(ids)} trial{'s' * (len(ids) > 1)}: {', '.join(ids[:4])}"
+                     f"{', ...' if len(ids) > 4 else ''}): {line}")
+    fallback = record.get("cpu_fallback") or []
+    if fallback:
+        lines.append(f"CPU fallback ({FALLBACK_OPTION}): {len(fallback)} trial(s) were given a GPU that PyTorch "
+                     f"could not use and trained on the CPU")
+    return lines
+
+
 def summary_text(cfg: StudyConfig, record: dict, wall_s: float) -> str:
     counts = record["summary"]
     lines = ["", f"=== study {cfg.study_name}: {record['status']} in {wall_s:.0f} s ===",
              "trials: " + ", ".join(f"{counts[k]} {k.replace('_', '-')}" for k in M.OUTCOMES
                                     if counts.get(k) or k != M.RUNNING)]
+    lines += notes_text(record)
     if record.get("data_alpha"):
         lines.append("data alpha: " + "; ".join(f"{a:.3f} ({k})" for k, a in record["data_alpha"].items()))
     if record["best_per_variant"]:

@@ -23,17 +23,19 @@ from ray import tune
 
 from plvae import metrics as M
 from plvae.config import TrialConfig
+from plvae.device import training_device
 from tune.reporting import ACCELERATOR, ASSIGNED_GPUS, CHECKPOINT_FILE, NODE_ID
 
 RAY_CHECKPOINT_LOGGER = "ray.train._internal.storage"   # where Ray 2.60 logs each persisted checkpoint
 
 
 def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAULT_STUDY_METRIC,
-                cpus: int = 1, images: bool = True) -> None:
+                cpus: int = 1, images: bool = True, allow_cpu_fallback: bool = False) -> None:
     """One trial: config is a flat TrialConfig dict; data maps plvae.data.data_key -> DataSplits,
     built once per study and read from the object store zero-copy (None: the trial loads its own).
     images: reconstructions and prior samples to TensorBoard each epoch, into the trial's folder
-    beside Tune's own events (plvae.callbacks.ReconstructionImages)."""
+    beside Tune's own events (plvae.callbacks.ReconstructionImages). A trial given a GPU trains on
+    it or errors in one line (plvae.device); allow_cpu_fallback: on the CPU then (rehearsals)."""
     from plvae.callbacks import ReconstructionImages
     from plvae.data import data_key
     from plvae.model import train
@@ -44,9 +46,8 @@ def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAU
     cfg = TrialConfig.from_dict(config)
     splits = (data or {}).get(data_key(cfg))
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU (a fraction still maps to one whole
-    # device); a logical GPU on a machine without CUDA (a rehearsal) trains on the CPU.
-    use_gpu = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
-    accelerator = "gpu" if use_gpu else "cpu"
+    # device); a GPU PyTorch cannot use is an error, unless the study allows the CPU (rehearsals).
+    accelerator = training_device(ray.get_gpu_ids(), allow_cpu_fallback)
     ctx = ray.get_runtime_context()
     facts = {NODE_ID: ctx.get_node_id(), ACCELERATOR: accelerator,
              ASSIGNED_GPUS: float(ctx.get_assigned_resources().get("GPU", 0.0))}
