@@ -118,7 +118,8 @@ OPTIONS = {
     "--max-failures": ("max_failures", int), "--keep-checkpoints": ("keep_checkpoints", int),
     "--verbose": ("verbose", int), "--mlflow": ("mlflow", str), "--wandb": ("wandb", str),
 }
-FLAGS = {"--gamma-from-data": ("gamma_from_data", True), "--shared-storage": ("shared_storage", True),
+FLAGS = {"--gamma-from-data": ("gamma_from_data", True), "--data-seed-from-seed": ("data_seed_from_seed", True),
+         "--shared-storage": ("shared_storage", True),
          "--no-dashboard": ("dashboard", False), "--no-reuse-actors": ("reuse_actors", False),
          "--no-images": ("images", False)}
 
@@ -155,6 +156,8 @@ _HELP = {
     "--data-dir": "where torchvision datasets and image folders live (default ~/.cache/plvae)",
     "--data-alpha": "powerlaw_gaussian: exponent of the data's covariance spectrum",
     "--data-seed": "which data is drawn (the training seed is --seeds)",
+    "--data-seed-from-seed": "each trial's data_seed is its training seed, so replicates redraw the data too "
+                             "(confidence intervals then cover the draw of the data)",
     # scheduler and search
     "--metric": f"what ASHA and Optuna minimise: {', '.join(STUDY_METRICS)}",
     "--search": "grid (deduplicated Cartesian product) or optuna (TPE over the sweep lists' ranges)",
@@ -196,7 +199,7 @@ GROUPS = (
       "--warmup-steps", "--grad-clip-norms", "--kl-coeffs", "--seeds", "--gamma-from-data", "--max-trials")),
     ("the trial (data, net, loss)", "fixed for every trial of the study; --set reaches any other TrialConfig field",
      ("--epochs", "--dataset", "--image-size", "--channels", "--n-train", "--n-val", "--data-dir", "--data-alpha",
-      "--data-seed", "--batch-size", "--net", "--enc-out-dim", "--hidden-dims", "--kl-estimator",
+      "--data-seed", "--data-seed-from-seed", "--batch-size", "--net", "--enc-out-dim", "--hidden-dims", "--kl-estimator",
       "--kl-reduction")),
     ("scheduler and search", None,
      ("--metric", "--search", "--num-samples", "--search-seed", "--scheduler", "--grace-period",

@@ -108,9 +108,10 @@ def count_trials(grids: list, alpha: float = 1.0) -> int:
     return total
 
 
-def grid_trials(grids: list, fixed: dict, extra: Optional[dict] = None) -> list[dict]:
+def grid_trials(grids: list, fixed: dict, extra: Optional[dict] = None, data_seed_from_seed: bool = False) -> list[dict]:
     """Every distinct trial of the union of the grids, as a full, flat, validated TrialConfig dict.
-    Trials share their fixed fields, so the swept values alone identify one (a hash set: linear)."""
+    Trials share their fixed fields, so the swept values alone identify one (a hash set: linear).
+    With ``data_seed_from_seed`` each trial's data_seed is its seed (a replicate redraws the data)."""
     alpha = (extra or {}).get("data_alpha", 1.0)
     tags = {**fixed.get("extra", {}), **(extra or {})}
     out, seen = [], set()
@@ -121,6 +122,8 @@ def grid_trials(grids: list, fixed: dict, extra: Optional[dict] = None) -> list[
                     continue
                 seen.add(values)
                 swept = dict(zip(SWEEPS, values))
+                if data_seed_from_seed:
+                    swept["data_seed"] = swept["seed"]
                 out.append(TrialConfig.from_dict({**fixed, **swept, "extra": tags}).to_dict())
     return out
 
@@ -175,6 +178,8 @@ class OptunaSpace:
                 ask(tfield, lambda n, v: trial.suggest_float(n, min(v), max(v), log=True))
             else:
                 ask(tfield, lambda n, v: trial.suggest_categorical(n, v))
+        if c.get("data_seed_from_seed"):
+            fixed["data_seed"] = trial.params.get("seed", fixed.get("seed"))
         tags = {**c["trial"].get("extra", {}), **self.extra}
         # The whole TrialConfig dict (validated), sampled values included: Ray merges it over
         # the sampled values, so params.json is a full, flat trial config, as for the grid.
