@@ -99,6 +99,7 @@ OPTIONS = {
     "--variants": ("variants", str), "--gammas": ("gammas", float), "--latent-dims": ("latent_dims", int),
     "--min-decays": ("min_decays", float), "--clip-dims": ("clip_dims", int),
     "--decay-rates": ("decay_rates", float), "--lrs": ("lrs", float), "--seeds": ("seeds", int),
+    "--warmup-steps": ("warmup_steps", int), "--grad-clip-norms": ("grad_clip_norms", float),
     "--epochs": ("trial.max_epochs", int), "--dataset": ("trial.dataset", str), "--net": ("trial.net", str),
     "--batch-size": ("trial.batch_size", int), "--image-size": ("trial.image_size", int),
     "--channels": ("trial.channels", int), "--n-train": ("trial.n_train", int), "--n-val": ("trial.n_val", int),
@@ -116,7 +117,8 @@ OPTIONS = {
     "--max-failures": ("max_failures", int), "--keep-checkpoints": ("keep_checkpoints", int),
     "--verbose": ("verbose", int), "--mlflow": ("mlflow", str), "--wandb": ("wandb", str),
 }
-FLAGS = {"--gamma-from-data": ("gamma_from_data", True), "--shared-storage": ("shared_storage", True),
+FLAGS = {"--gamma-from-data": ("gamma_from_data", True), "--data-seed-from-seed": ("data_seed_from_seed", True),
+         "--shared-storage": ("shared_storage", True),
          "--no-dashboard": ("dashboard", False), "--no-reuse-actors": ("reuse_actors", False),
          "--no-images": ("images", False), "--allow-cpu-fallback": ("allow_cpu_fallback", True)}
 
@@ -130,6 +132,9 @@ _HELP = {
     "--clip-dims": "powerlaw_clip: rank after which the decay stays flat (list)",
     "--decay-rates": "exponential / linear: the rate r of the decay (list or range)",
     "--lrs": "Adam learning rates (list); sweep them upward to measure stability",
+    "--warmup-steps": "linear learning-rate warm-up over this many optimiser steps (list; 0: off, the default)",
+    "--grad-clip-norms": "clip the total gradient norm to this, Lightning's gradient_clip_val (list; 'none': off, "
+                         "the default)",
     "--kl-coeffs": "beta values (list or range): sweep them to trace the baseline's rate-distortion frontier",
     "--seeds": "training seeds (list or range): each seed is one paired replicate of every variant",
     "--max-trials": "refuse a study of more trials than this (default 5000)",
@@ -150,6 +155,8 @@ _HELP = {
     "--data-dir": "where torchvision datasets and image folders live (default ~/.cache/plvae)",
     "--data-alpha": "powerlaw_gaussian: exponent of the data's covariance spectrum",
     "--data-seed": "which data is drawn (the training seed is --seeds)",
+    "--data-seed-from-seed": "each trial's data_seed is its training seed, so replicates redraw the data too "
+                             "(confidence intervals then cover the draw of the data)",
     # scheduler and search
     "--metric": f"what ASHA and Optuna minimise: {', '.join(STUDY_METRICS)}",
     "--search": "grid (deduplicated Cartesian product) or optuna (TPE over the sweep lists' ranges)",
@@ -190,10 +197,10 @@ _HELP = {
 GROUPS = (
     ("what to sweep", "lists are comma-separated ('0,0.5,1') or ranges start:stop:step, stop excluded",
      ("--variants", "--gammas", "--latent-dims", "--min-decays", "--clip-dims", "--decay-rates", "--lrs",
-      "--kl-coeffs", "--seeds", "--gamma-from-data", "--max-trials")),
+      "--warmup-steps", "--grad-clip-norms", "--kl-coeffs", "--seeds", "--gamma-from-data", "--max-trials")),
     ("the trial (data, net, loss)", "fixed for every trial of the study; --set reaches any other TrialConfig field",
      ("--epochs", "--dataset", "--image-size", "--channels", "--n-train", "--n-val", "--data-dir", "--data-alpha",
-      "--data-seed", "--batch-size", "--net", "--enc-out-dim", "--hidden-dims", "--kl-estimator",
+      "--data-seed", "--data-seed-from-seed", "--batch-size", "--net", "--enc-out-dim", "--hidden-dims", "--kl-estimator",
       "--kl-reduction")),
     ("scheduler and search", None,
      ("--metric", "--search", "--num-samples", "--search-seed", "--scheduler", "--grace-period",

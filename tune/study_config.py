@@ -70,7 +70,10 @@ class StudyConfig:
     lrs: list = field(default_factory=lambda: [1e-3])
     kl_coeffs: list = field(default_factory=lambda: [0.1])        # beta: a sweep traces the rate-distortion frontier
     seeds: list = field(default_factory=lambda: [0])
+    warmup_steps: list = field(default_factory=lambda: [0])         # linear lr warm-up steps (0: off)
+    grad_clip_norms: list = field(default_factory=lambda: [None])   # gradient-norm clipping (None: off)
     gamma_from_data: bool = False   # add gamma = alpha/2, alpha measured on the training split
+    data_seed_from_seed: bool = False   # each trial's data_seed is its seed: replicates redraw the data too
     # Several grids in one study: each entry overrides some sweep lists above; the study runs their union.
     grids: list = field(default_factory=list)
     # The declared primary comparisons (analysis corrects for multiplicity over these only):
@@ -297,7 +300,11 @@ class StudyConfig:
 
             if importlib.util.find_spec("wandb") is None:
                 raise bad("wandb", self.wandb, "offline or online with wandb installed (pip install 'plvae[wandb]')")
-        for flag in ("gamma_from_data", "shared_storage", "dashboard", "reuse_actors", "images", "allow_cpu_fallback"):
+        if self.data_seed_from_seed is True and self.trial.get("data_seed", 0) != 0:
+            raise bad("trial.data_seed", self.trial["data_seed"], "0 (the default) with data_seed_from_seed: each "
+                                                                  "trial's data_seed is its seed")
+        for flag in ("gamma_from_data", "data_seed_from_seed", "shared_storage", "dashboard", "reuse_actors",
+                     "images", "allow_cpu_fallback"):
             check(flag, lambda v: isinstance(v, bool), "true or false")
         check("max_failures", lambda v: is_int(v) and v >= 0, "an integer >= 0")
         check("keep_checkpoints", lambda v: is_int(v) and v >= 1, "an integer >= 1")
@@ -312,7 +319,7 @@ class StudyConfig:
         """Every trial of the grid (or of each of `grids`) as a full, flat TrialConfig dict, each
         distinct config once. A field a variant does not use keeps its TrialConfig default. Gammas
         relative to alpha resolve with the measured alpha in ``extra`` (alpha = 1 stands in before)."""
-        return grid_trials([g for _, g in self.each_grid()], self.trial, extra)
+        return grid_trials([g for _, g in self.each_grid()], self.trial, extra, self.data_seed_from_seed)
 
     def all_variants(self) -> list[str]:
         """Every variant the study runs (over all of `grids`)."""

@@ -19,9 +19,12 @@ from tune.errors import StudyError, bad
 # Swept TrialConfig field -> the StudyConfig list holding its values, in grid order.
 SWEEPS = {"variant": "variants", "gamma": "gammas", "latent_dim": "latent_dims", "min_decay": "min_decays",
           "clip_dim": "clip_dims", "decay_rate": "decay_rates", "lr": "lrs", "kl_coeff": "kl_coeffs",
-          "seed": "seeds"}
+          "seed": "seeds", "warmup_steps": "warmup_steps", "grad_clip_norm": "grad_clip_norms"}
 SWEEP_LISTS = tuple(SWEEPS.values())
-INT_SWEEPS = {"latent_dim", "clip_dim", "seed"}
+INT_SWEEPS = {"latent_dim", "clip_dim", "seed", "warmup_steps"}
+# Swept fields where None (written none, null or off in a list) is a value: the option is off.
+OPTIONAL_SWEEPS = {"grad_clip_norm"}
+_OFF = ("none", "null", "off")
 TRIAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)
                   if f.default is not dataclasses.MISSING}
 # Without --max-trials a study refuses a grid larger than this: a typo in a range (0:2:0.00001)
@@ -94,9 +97,10 @@ def count_trials(grids: list, alpha: float = 1.0) -> int:
     return total
 
 
-def grid_trials(grids: list, fixed: dict, extra: Optional[dict] = None) -> list[dict]:
+def grid_trials(grids: list, fixed: dict, extra: Optional[dict] = None, data_seed_from_seed: bool = False) -> list[dict]:
     """Every distinct trial of the union of the grids, as a full, flat, validated TrialConfig dict.
-    Trials share their fixed fields, so the swept values alone identify one (a hash set: linear)."""
+    Trials share their fixed fields, so the swept values alone identify one (a hash set: linear).
+    With ``data_seed_from_seed`` each trial's data_seed is its seed (a replicate redraws the data)."""
     alpha = (extra or {}).get("data_alpha", 1.0)
     tags = {**fixed.get("extra", {}), **(extra or {})}
     out, seen = [], set()
@@ -107,6 +111,8 @@ def grid_trials(grids: list, fixed: dict, extra: Optional[dict] = None) -> list[
                     continue
                 seen.add(values)
                 swept = dict(zip(SWEEPS, values))
+                if data_seed_from_seed:
+                    swept["data_seed"] = swept["seed"]
                 out.append(TrialConfig.from_dict({**fixed, **swept, "extra": tags}).to_dict())
     return out
 
@@ -161,6 +167,8 @@ class OptunaSpace:
                 ask(tfield, lambda n, v: trial.suggest_float(n, min(v), max(v), log=True))
             else:
                 ask(tfield, lambda n, v: trial.suggest_categorical(n, v))
+        if c.get("data_seed_from_seed"):
+            fixed["data_seed"] = trial.params.get("seed", fixed.get("seed"))
         tags = {**c["trial"].get("extra", {}), **self.extra}
         # The whole TrialConfig dict (validated), sampled values included: Ray merges it over
         # the sampled values, so params.json is a full, flat trial config, as for the grid.
@@ -175,10 +183,15 @@ def parse_values(name: str, text: str, kind=float) -> list:
         return text
     allowed = ("comma-separated numbers or ranges start:stop:step (stop excluded, step > 0)"
                if kind is not str else "comma-separated names")
+    optional = any(SWEEPS[f] == name for f in OPTIONAL_SWEEPS)
+    allowed += "; 'none' (off)" if optional else ""
     out = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             raise bad(name, text, allowed)
+        if optional and part.lower() in _OFF:
+            out.append(None)
+            continue
         if kind is str or (name == "gammas" and ALPHA_GAMMA.match(part)):
             out.append(part)
             continue
