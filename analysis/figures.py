@@ -31,9 +31,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from plvae import metrics as M
-from plvae.priors import VARIANT_NAMES, VARIANTS, W2
+from plvae.priors import PRIOR_FIELDS as VARIANT_PARAMS, VARIANT_NAMES, VARIANTS, W2
 
-from analysis.compare import DIVERGED, FINAL, Comparison, VARIANT_PARAMS, trial_curve
+from analysis.compare import Comparison
+from analysis.columns import DIVERGED, FINAL
+from analysis.curves import trial_curve
 from analysis.load import STUDY, TRIAL_ID, Study, final, initial
 
 MAX_PANELS = 6

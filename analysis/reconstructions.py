@@ -16,7 +16,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from analysis.compare import FINAL, Comparison
+from analysis.columns import FINAL
+from analysis.compare import Comparison
 from analysis.load import TRIAL_ID, Study, trial_config
 
 FIGURE_NAME = "reconstructions"

@@ -15,13 +15,15 @@ import numpy as np
 import pandas as pd
 
 from plvae import metrics as M
-from plvae.priors import matched_gamma
+from plvae.priors import PRIOR_FIELDS as VARIANT_PARAMS, matched_gamma
 
 from analysis import stats
-from analysis.compare import (ASHA_STOPPED, AUC, BETA, DISTORTION, DISTORTION_GAP, DIVERGED, EPOCH,
+from analysis.columns import (ASHA_STOPPED, AUC, BETA, DISTORTION, DISTORTION_GAP, DIVERGED, EPOCH,
                               EPOCHS_TO_TARGET, FINAL, FIRST_EPOCH_RATIO, LABELS, MAX_INCREASE, RATE,
-                              SECONDS_TO_TARGET, SPREAD, TOTAL_LOSS, VARIANT_PARAMS, Comparison, compare)
+                              SECONDS_TO_TARGET, SPREAD, TOTAL_LOSS)
+from analysis.compare import Comparison, compare
 from analysis.load import STATUSES, Study
+from analysis.selection import MIN_SPLIT_SEEDS
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.md"
@@ -302,7 +304,7 @@ def _primary_sentences(c: Comparison) -> list[str]:
     if t.empty:
         return []
     out = [f"Primary comparisons (declared before the study; Holm-corrected over these {len(t)} tests only, "
-           f"α = {c.alpha:g}):"]
+           f"α = {c.significance:g}):"]
     for r in t.to_dict("records"):
         q = r["quantity"]
         where = ", ".join(f"{k} {fmt(r[k])}" for k in c.context_keys if k in ("lr", "latent_dim", BETA) and k in r)
@@ -362,13 +364,13 @@ def answer(study: Study, c: Comparison) -> str:
         elif pd.isna(p):
             sentences.append("This difference was not tested.")
         elif pd.notna(p_holm):
-            word = "is significant" if p_holm < c.alpha else "is not significant"
+            word = "is significant" if p_holm < c.significance else "is not significant"
             sentences.append(f"The difference {word} after Holm correction (paired Wilcoxon over {n_pairs} seeds, "
                              f"Holm-adjusted p = {fmt_p(p_holm)}).")
         else:
             sentences.append(f"Exploratory (this setting was chosen after the fact, not declared): paired Wilcoxon "
                              f"over {n_pairs} seeds, raw p = {fmt_p(p)}, uncorrected.")
-        if n_pairs and not top["small"] and stats.min_wilcoxon_p(n_pairs) >= c.alpha:
+        if n_pairs and not top["small"] and stats.min_wilcoxon_p(n_pairs) >= c.significance:
             sentences.append(f"With {n_pairs} paired seeds the smallest p-value a Wilcoxon signed-rank test can give "
                              f"is {stats.min_wilcoxon_p(n_pairs):.2g}, so no difference could reach significance "
                              f"here: run more seeds.")
@@ -391,15 +393,15 @@ def answer(study: Study, c: Comparison) -> str:
     if c.n_tests == 0:
         sentences.append("No test could be made (groups too small or no baseline).")
     elif c.primary.empty and c.holm_family == "primary":
-        n_low = int((c.tests["p"] < c.alpha).sum())
+        n_low = int((c.tests["p"] < c.significance).sum())
         sentences.append(f"No primary comparisons were declared: all {c.n_tests} tests are exploratory, "
-                         f"{n_low} with a raw p below {c.alpha:g} (uncorrected; expect about "
-                         f"{c.alpha * c.n_tests:.0f} by chance).")
+                         f"{n_low} with a raw p below {c.significance:g} (uncorrected; expect about "
+                         f"{c.significance * c.n_tests:.0f} by chance).")
     else:
         sig = c.significant()
         family = "primary" if c.holm_family == "primary" else "all"
         if sig.empty:
-            sentences.append(f"No {family} test is significant after Holm correction (α = {c.alpha:g}).")
+            sentences.append(f"No {family} test is significant after Holm correction (α = {c.significance:g}).")
         else:
             items = [f"{r['variant']} ({_setting(r)}) is {r['direction']} on {LABELS.get(r['quantity'], r['quantity'])}"
                      for r in sig.to_dict("records")[:6]]
@@ -443,7 +445,7 @@ def _study_facts(study: Study, c: Comparison) -> list[str]:
         f"- trials: {len(t)} (" + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")",
         "- swept: " + ", ".join(f"{p} ({_values(t[p])})" for p in study.swept),
         f"- max epochs: {fmt(t['max_epochs'].max()) if 'max_epochs' in t else '?'}; "
-        f"compared on `{c.metric}`; baseline `{c.baseline}`; α = {c.alpha:g}; {c.n_tests} tests, "
+        f"compared on `{c.metric}`; baseline `{c.baseline}`; α = {c.significance:g}; {c.n_tests} tests, "
         + (f"{len(c.primary)} of them primary (Holm over those)" if c.holm_family == "primary" else
            f"Holm over {'all tests' if c.holm_family == 'all' else 'each quantity'}"),
     ]
@@ -501,8 +503,6 @@ def write_report(study: Study, comparison: Optional[Comparison] = None, out=None
     """Write ``report.md``, its figures and its tables as CSV (numeric columns) into ``out``
     (default ``<study path>/report``). Returns the report's path. ``compare_kw`` go to
     ``compare`` when no comparison is given."""
-    from analysis.compare import MIN_SPLIT_SEEDS
-
     c = comparison or compare(study, **compare_kw)
     if out is None:
         if study.path is None:
