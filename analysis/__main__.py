@@ -12,6 +12,7 @@ import tempfile
 import warnings
 
 from plvae import metrics as M
+from plvae.priors import BASELINE
 
 from analysis.compare import compare
 from analysis.html_report import write_html
@@ -74,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help=f"where report.md and the figures go (default PATH/{REPORT_DIR}; several studies: "
                                  f"compare_<A>+<B> beside the first)")
     p.add_argument("--metric", default=None, help=f"history column to compare on (default {M.DEFAULT_STUDY_METRIC})")
-    p.add_argument("--baseline", default="vae", help="the variant everything is compared with (default vae)")
+    p.add_argument("--baseline", default=BASELINE, help=f"the variant everything is compared with (default {BASELINE})")
     p.add_argument("--target", type=float, default=None,
                    help="loss to reach for the speed measures (default: the baseline's median final value)")
     p.add_argument("--significance", type=float, default=None,
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
             _check_out(args.out)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
-        c = compare(study, baseline=args.baseline, metric=args.metric, target=args.target, alpha=args.level,
+        c = compare(study, baseline=args.baseline, metric=args.metric, target=args.target, significance=args.level,
                     min_seeds=args.min_seeds, holm_family=args.holm)
         path = write_report(study, c, out=args.out, figures=not args.no_figures,
                             data_spectrum=not args.no_data_spectrum)

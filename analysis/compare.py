@@ -4,7 +4,7 @@ Groups are variant x prior parameters (gamma, min_decay, clip_dim, decay_rate) w
 *context* (dataset, latent_dim, lr, kl_coeff and any other swept setting); seeds are the
 replicates. Each group is compared with the baseline's group in the same context.
 
-What is compared (DESIGN.md, "Comparing variants fairly"): every KL variant is an exact
+What is compared (docs/design.md, "Comparing variants fairly"): every KL variant is an exact
 reparameterisation of the same beta-VAE, so ``val_loss`` (``metrics.DEFAULT_STUDY_METRIC``) is one
 objective for all of them and the default metric. ``powerlaw_wae`` optimises a squared-W2
 objective: on a total loss it is never ranked or tested against the KL variants, only placed in
@@ -45,75 +45,38 @@ each variant's best group on the same seeds it reports on (said so); with enough
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
 
 from plvae import metrics as M
-from plvae.priors import KL, PRIOR_FIELDS, VARIANTS, W2, matched_gamma, prior_scale
+from plvae.priors import BASELINE, matched_gamma
 
 from analysis import stats
-from analysis.load import (EARLY_STOPPED, ERRORED, ITERATION, RUNNING, TIME_TOTAL,
-                           TRIAL_ID, Study, initial)
+from analysis.columns import (ASHA_STOPPED, AUC, BEST, BETA, DISTORTION, DISTORTION_GAP, DIVERGED, EPOCH,
+                              EPOCHS_TO_TARGET, FINAL, HOLM_FAMILIES, LABELS, ON_OBJECTIVE, PER_TRIAL, PRIMARY,
+                              RATE, RATES, SPREAD, TESTED, TOTAL_LOSS, final,
+                              high, low, median, n_of, n_used, statistic, std)
+from analysis.curves import trial_curve, trial_quantities
+from analysis.frontier import distortion_gaps, frontier, frontier_at
+from analysis.groups import equivalences, objective, unkey
+from analysis.load import Study
+from analysis.pairing import Pairing, build
+from analysis.selection import MIN_SPLIT_SEEDS, gamma_zero_check, headline, split, stable_lr_table
+from analysis.significance import correct, direction, gap_test, quantity_test
+from analysis.tune_files import TIME_TOTAL, TRIAL_ID
 
-# Prior parameters, each used only by some variants (plvae.priors.Variant.uses).
-VARIANT_PARAMS = PRIOR_FIELDS
-REPLICATE_PARAMS = ("seed", "data_seed")
-# Fields that do not change what is learned (or are bookkeeping): never split groups.
-NON_EXPERIMENTAL = ("data_dir", "num_workers", "accelerator", "extra", "download", "max_epochs")
-CONTEXT_FIRST = ("dataset", "latent_dim", "lr", "kl_coeff")
-BETA = "kl_coeff"
-TOTAL_LOSSES = (M.VAL_LOSS, M.TRAIN_LOSS)
-
-# Per-trial quantities.
-FINAL = "final"
-BEST = "best"
-EPOCHS_TO_TARGET = "epochs_to_target"
-SECONDS_TO_TARGET = "seconds_to_target"
-AUC = "auc"
-FIRST_EPOCH_RATIO = "first_epoch_ratio"
-MAX_INCREASE = "max_increase"
-SPREAD = "spread"               # std of the final value across seeds (a group statistic)
-DIVERGED = "diverged"
-ASHA_STOPPED = "early_stopped"
-TOTAL_LOSS = "total_loss"       # final val_loss, shown beside
-RATE = "rate"                   # final val_rate: KL summed over latent dims, nats per example
-DISTORTION = "distortion"       # final val_recon_mu
-DISTORTION_GAP = "distortion_gap"  # distortion minus the baseline frontier's at the same rate
-EPOCH = "epoch"                 # the epoch a comparison is made at
-
-SPEED = (EPOCHS_TO_TARGET, SECONDS_TO_TARGET, AUC, FIRST_EPOCH_RATIO)
-STABILITY = (DIVERGED, SPREAD, MAX_INCREASE, ASHA_STOPPED)
-PER_TRIAL = (FINAL, EPOCHS_TO_TARGET, SECONDS_TO_TARGET, AUC, FIRST_EPOCH_RATIO, MAX_INCREASE)
-RATES = (DIVERGED, ASHA_STOPPED)
-TESTED = (FINAL, *SPEED, *STABILITY, DISTORTION_GAP)
-# Quantities of the metric's own curve: not comparable across objectives (W2 against KL).
-ON_OBJECTIVE = (FINAL, *SPEED, SPREAD, MAX_INCREASE)
-LABELS = {
-    FINAL: "final", BEST: "best", EPOCHS_TO_TARGET: "epochs to target",
-    SECONDS_TO_TARGET: "seconds to target", AUC: "normalised AUC",
-    FIRST_EPOCH_RATIO: "epoch-1 / initial", MAX_INCREASE: "largest rise",
-    SPREAD: "std across seeds", DIVERGED: "divergence rate", ASHA_STOPPED: "ASHA-stopped share",
-    TOTAL_LOSS: "total loss", RATE: "rate (nats)", DISTORTION: "distortion (recon_mu)",
-    DISTORTION_GAP: "distortion gap at equal rate",
-}
-# A preset's `primary` entries name these quantities (tune's StudyConfig validates them).
-PRIMARY_QUANTITIES = {"final": FINAL, "epochs_to_target": EPOCHS_TO_TARGET, "diverged": DIVERGED,
-                      "distortion_gap": DISTORTION_GAP}
-PRIMARY, EXPLORATORY = "primary", "exploratory"
-HOLM_FAMILIES = ("primary", "all", "quantity")
-_median = np.median
-_std = functools.partial(np.std, ddof=1)
-# Times to target are censored (inf = never) and, at the default target, half the baseline reaches
-# it by construction: the lower median keeps a group where half the trials got there finite.
-_median_low = functools.partial(np.quantile, q=0.5, method="lower")
-STATISTIC = {EPOCHS_TO_TARGET: _median_low, SECONDS_TO_TARGET: _median_low}
-MIN_SPLIT_SEEDS = 6
+# Names callers import from here (tests, benchmarks/evidence_summary.py); each is defined in the
+# module named beside it in the imports above.
+__all__ = ["AUC", "BEST", "DISTORTION_GAP", "DIVERGED", "EPOCHS_TO_TARGET", "FINAL", "LABELS", "MIN_SPLIT_SEEDS",
+           "Comparison", "compare", "data_alpha_gamma", "frontier_at", "stable_lr_table", "trial_curve",
+           "trial_quantities"]
+DEFAULT_SIGNIFICANCE = 0.05
 
 
 @dataclass
@@ -127,7 +90,8 @@ class Comparison:
     ``primary``: the declared primary tests; ``headline``: each variant's best group per context;
     ``split``: the best gamma chosen on half the seeds, reported on the other half;
     ``frontier``: the baseline's rate-distortion points over beta; ``stable_lr``: the stable
-    learning-rate region per group when lr is swept.
+    learning-rate region per group when lr is swept. ``significance``: the level after Holm
+    correction (``alpha`` is its deprecated name: alpha is the spectrum's exponent elsewhere).
     """
 
     metric: str
@@ -140,7 +104,7 @@ class Comparison:
     targets: dict
     context_keys: list
     group_keys: list
-    alpha: float = 0.05
+    significance: float = DEFAULT_SIGNIFICANCE
     min_seeds: int = 3
     holm_family: str = "primary"
     notes: list = field(default_factory=list)
@@ -150,6 +114,12 @@ class Comparison:
     split: pd.DataFrame = field(default_factory=pd.DataFrame)
     data_alpha: float = math.nan
     data_gamma: float = math.nan
+    alpha: InitVar[Optional[float]] = None   # deprecated spelling of `significance`, for one release
+
+    def __post_init__(self, alpha):
+        if alpha is not None:
+            _warn_alpha("Comparison(alpha=...)")
+            self.significance = alpha
 
     @property
     def n_tests(self) -> int:
@@ -162,142 +132,18 @@ class Comparison:
         return self.tests[self.tests["significant"]]
 
 
-# ------------------------------------------------------------------------------ per trial
-
-def trial_curve(hist: pd.DataFrame, metric: str, init: float):
-    """Epochs, values and times of one trial, with the pre-training value as epoch 0."""
-    h = hist.sort_values(ITERATION)
-    x = h[ITERATION].to_numpy(dtype=float)
-    y = pd.to_numeric(h[metric], errors="coerce").to_numpy(dtype=float) if metric in h else np.full(len(h), np.nan)
-    t = pd.to_numeric(h[TIME_TOTAL], errors="coerce").to_numpy(dtype=float) if TIME_TOTAL in h else np.full(len(h), np.nan)
-    if math.isfinite(init):
-        x, y, t = np.r_[0.0, x], np.r_[init, y], np.r_[0.0, t]
-    return x, y, t
+def _alpha_property(self) -> float:
+    _warn_alpha("Comparison.alpha")
+    return self.significance
 
 
-def trial_quantities(x, y, t, target: float, diverged: bool, has_initial: bool) -> dict:
-    """The per-trial speed and stability quantities of one curve (see the module docstring)."""
-    out = dict.fromkeys(PER_TRIAL + (BEST,), math.nan)
-    if len(y) == 0:
-        return out
-    finite = np.isfinite(y)
-    reached = np.flatnonzero(finite & (y <= target)) if not math.isnan(target) else np.array([], int)
-    out[EPOCHS_TO_TARGET] = float(x[reached[0]]) if len(reached) else math.inf
-    out[SECONDS_TO_TARGET] = float(t[reached[0]]) if len(reached) else math.inf
-    failed = diverged or not finite.all()
-    if finite.any():
-        out[BEST] = float(y[finite].min())
-    if has_initial and len(y) > 1 and y[0] != 0:
-        out[FIRST_EPOCH_RATIO] = float(y[1] / y[0]) if np.isfinite(y[1]) else math.inf
-    if failed:  # a diverged run is worse than any finished one: +inf, so no group sheds its bad seeds
-        out[FINAL] = out[AUC] = math.inf
-    else:
-        out[FINAL] = float(y[-1])
-        if len(y) > 1 and y[0] != 0 and x[-1] > x[0]:
-            out[AUC] = float(np.trapezoid(y, x) / ((x[-1] - x[0]) * y[0]))
-    if failed:
-        out[MAX_INCREASE] = math.inf
-    elif len(y) > 1:
-        prev = np.abs(y[:-1])
-        rel = np.where(prev > 0, np.diff(y) / np.where(prev > 0, prev, 1.0), 0.0)
-        out[MAX_INCREASE] = float(max(0.0, rel.max()))
-    return out
+def _warn_alpha(where: str) -> None:
+    warnings.warn(f"{where} is deprecated (alpha is the spectrum's exponent); use significance",
+                  DeprecationWarning, stacklevel=3)
 
 
-@dataclass
-class _Trial:
-    """One trial's curves (epoch 0 = before training where logged) and when it ended."""
-
-    x: np.ndarray
-    y: np.ndarray
-    t: np.ndarray
-    rate: np.ndarray
-    distortion: np.ndarray
-    last: float            # last epoch reported
-    diverged_at: float     # epoch it diverged at (inf: never)
-    has_initial: bool
-
-    def at(self, epoch: float, target: float) -> dict:
-        """Every per-trial quantity as of `epoch` (the comparison epoch)."""
-        keep = self.x <= epoch
-        diverged = self.diverged_at <= epoch
-        q = trial_quantities(self.x[keep], self.y[keep], self.t[keep], target, diverged, self.has_initial)
-        reported = np.flatnonzero(keep & (self.x > 0))
-        i = reported[-1] if len(reported) else None
-        ok = i is not None and not diverged
-        q[RATE] = float(self.rate[i]) if ok else math.nan
-        q[DISTORTION] = float(self.distortion[i]) if ok else math.nan
-        q[DIVERGED] = bool(diverged)
-        return q
-
-
-def _trial_curves(rec: dict, hist: pd.DataFrame, metric: str) -> _Trial:
-    init = rec.get(initial(metric), math.nan)
-    init = float(init) if init is not None and not pd.isna(init) else math.nan
-    x, y, t = trial_curve(hist, metric, init)
-    h = hist.sort_values(ITERATION)
-
-    def col(name):
-        v = pd.to_numeric(h[name], errors="coerce").to_numpy(dtype=float) if name in h else np.full(len(h), np.nan)
-        return np.r_[np.nan, v] if math.isfinite(init) else v
-
-    last = float(h[ITERATION].max()) if len(h) else 0.0
-    d = rec.get("diverged_epoch")
-    diverged_at = float(d) if rec.get("diverged") and d is not None and not pd.isna(d) else (
-        last if rec.get("diverged") else math.inf)
-    return _Trial(x, y, t, col(M.VAL_RATE), col(M.VAL_RECON_MU), last, diverged_at, math.isfinite(init))
-
-
-# ------------------------------------------------------------------------------ grouping
-
-def _keys(trials: pd.DataFrame, swept: list) -> tuple[list, list]:
-    variant_params = [p for p in VARIANT_PARAMS if p in trials.columns]
-    context = [c for c in CONTEXT_FIRST if c in trials.columns]
-    context += [c for c in swept if c not in context and c != "variant" and c not in VARIANT_PARAMS
-                and c not in REPLICATE_PARAMS and c not in NON_EXPERIMENTAL]
-    return context, ["variant", *variant_params]
-
-
-def _key(values) -> tuple:
-    """A group key with nan as None: tuples holding nan never compare equal (nan != nan)."""
-    return tuple(None if (v is None or (not isinstance(v, str) and pd.isna(v))) else v for v in values)
-
-
-def _unkey(group_keys: list, key: tuple) -> dict:
-    return {k: (math.nan if v is None else v) for k, v in zip(group_keys, key)}
-
-
-def _masked(trials: pd.DataFrame) -> pd.DataFrame:
-    """Prior parameters a variant does not use are set to nan, so (for example) the baseline's
-    trials at every gamma form one group, and powerlaw's at every min_decay another."""
-    out = trials.copy()
-    for p in VARIANT_PARAMS:
-        if p not in out.columns:
-            continue
-        unused = out["variant"].map(lambda v, p=p: v in VARIANTS and not VARIANTS[v].uses(p))
-        col = pd.Series(pd.to_numeric(out[p], errors="coerce").astype("Float64")
-                        .to_numpy(dtype=float, na_value=np.nan), index=out.index)
-        out[p] = col.mask(unused.astype(bool))
-    return out
-
-
-def _same(a, b) -> bool:
-    try:
-        return bool((a == b) or (pd.isna(a) and pd.isna(b)))
-    except (TypeError, ValueError):
-        return a is b
-
-
-def _match(df: pd.DataFrame, keys: list, values) -> pd.DataFrame:
-    for k, v in zip(keys, values):
-        # a boolean array, never an (empty, object-dtype) Series: pandas would take that for columns
-        df = df.loc[np.fromiter((_same(x, v) for x in df[k]), dtype=bool, count=len(df))]
-    return df
-
-
-def _objective(variant: str) -> str:
-    v = VARIANTS.get(variant)
-    return "w2" if v is not None and v.divergence == W2 else "kl"
+# Reading `alpha` still works for one release (the InitVar above takes it in the constructor).
+Comparison.alpha = property(_alpha_property)
 
 
 def data_alpha_gamma(study: Study) -> tuple[float, float]:
@@ -319,627 +165,199 @@ def data_alpha_gamma(study: Study) -> tuple[float, float]:
     return alpha, gamma
 
 
-def compare(study: Study, baseline: str = "vae", metric: Optional[str] = None,
+def compare(study: Study, baseline: str = BASELINE, metric: Optional[str] = None,
             target: Union[None, float, dict] = None, baseline_params: Optional[dict] = None,
-            alpha: float = 0.05, min_seeds: int = 3, holm_family: str = "primary",
-            primary: Optional[list] = None, n_resamples: int = stats.N_RESAMPLES, seed: int = 0) -> Comparison:
+            significance: Optional[float] = None, min_seeds: int = 3, holm_family: str = "primary",
+            primary: Optional[list] = None, n_resamples: int = stats.N_RESAMPLES, seed: int = 0,
+            alpha: Optional[float] = None) -> Comparison:
     """Compare every variant group with the baseline (see the module docstring).
 
     ``metric``: a history column (default ``metrics.DEFAULT_STUDY_METRIC``, val_loss); ``target``:
     the loss to reach for the speed measures (default: the baseline's median final value per
     context; a number applies everywhere; a dict maps context tuples to numbers);
     ``baseline_params``: e.g. ``{"gamma": 0.0}`` when the baseline variant has several groups per
-    context; ``primary``: the declared primary comparisons (default: the study's own, from
-    study.json); ``holm_family``: "primary" (Holm over the primary family only), "all" or
+    context; ``significance``: the level after Holm correction (default 0.05; ``alpha`` is its
+    deprecated name); ``primary``: the declared primary comparisons (default: the study's own,
+    from study.json); ``holm_family``: "primary" (Holm over the primary family only), "all" or
     "quantity".
     """
     metric = metric or M.DEFAULT_STUDY_METRIC
+    significance = _significance(significance, alpha)
+    _check(study, metric, baseline, holm_family)
+    if primary is None:
+        primary = list(((study.meta.get("study_config") or {}).get("primary")) or [])
+    notes = []
+    s = build(study, metric, baseline, significance, min_seeds, holm_family, n_resamples, seed, notes)
+    s.find_baselines(baseline_params)
+    s.find_targets(target, notes)
+    per_trial = _per_trial_table(s, study)
+    frontier_keys = [k for k in s.context_keys if k != BETA]
+    front, frontier_trials = frontier(per_trial, baseline, frontier_keys, n_resamples, seed)
+    equiv = equivalences(s.group_trials, s.group_keys, s.context_keys)
+    groups, tests = _group_rows(s, per_trial, frontier_trials, frontier_keys, equiv)
+    data_alpha, data_gamma = data_alpha_gamma(study)
+    tests = correct(tests, groups, s.group_keys, primary, per_trial, data_gamma, holm_family, significance, notes)
+    per_trial = per_trial.drop(columns="_g")
+    notes += _notes(s, groups, front, equiv)
+    notes += gamma_zero_check(per_trial, baseline, s.context_keys, s.reps)
+    head = headline(groups, s.context_keys, baseline, min_seeds, significance, s.total_loss)
+    halves = split(per_trial, s.context_keys, s.variant_keys, baseline, s.reps, s.total_loss, n_resamples, seed)
+    if len(head):
+        notes.append("the headline picks each variant's best setting on the same seeds it reports, which flatters "
+                     "the winner" + ("; `split` chooses the setting on half the seeds and reports it on the other "
+                                     "half." if len(halves) else f" (a split needs {MIN_SPLIT_SEEDS} seeds)."))
+    stable = stable_lr_table(per_trial, s.context_keys, s.variant_keys) if "lr" in s.context_keys and \
+        per_trial["lr"].nunique() > 1 else None
+    return Comparison(metric=metric, baseline=baseline, per_trial=per_trial, groups=groups, tests=tests,
+                      headline=head, stable_lr=stable, targets=s.targets, context_keys=s.context_keys,
+                      group_keys=s.group_keys, significance=significance, min_seeds=min_seeds,
+                      holm_family=holm_family, notes=notes, frontier=front, frontier_keys=frontier_keys,
+                      primary=tests[tests["family"] == PRIMARY].reset_index(drop=True), split=halves,
+                      data_alpha=data_alpha, data_gamma=data_gamma)
+
+
+def _significance(significance: Optional[float], alpha: Optional[float]) -> float:
+    """The significance level; ``alpha=`` is its old name, accepted for one release with a warning."""
+    if alpha is None:
+        return DEFAULT_SIGNIFICANCE if significance is None else significance
+    if significance is not None:
+        raise ValueError(f"alpha={alpha!r} is invalid with significance; allowed: significance only")
+    _warn_alpha("compare(alpha=...)")
+    return alpha
+
+
+def _check(study: Study, metric: str, baseline: str, holm_family: str) -> None:
+    """One-line errors for options that cannot work on this study."""
     if holm_family not in HOLM_FAMILIES:
         raise ValueError(f"holm_family={holm_family!r} is invalid; allowed: {', '.join(HOLM_FAMILIES)}")
     if metric not in study.history.columns:
         known = ", ".join(c for c in study.metrics() if c not in (TIME_TOTAL,))
         raise ValueError(f"metric={metric!r} is not in this study's history; allowed: {known}")
-    trials = study.trials
-    if baseline not in set(trials["variant"]):
+    variants = set(study.trials["variant"])
+    if baseline not in variants:
         raise ValueError(f"baseline={baseline!r} has no trials in this study; "
-                         f"allowed: {', '.join(sorted(set(trials['variant'])))}")
-    if primary is None:
-        primary = list(((study.meta.get("study_config") or {}).get("primary")) or [])
-    context_keys, variant_keys = _keys(trials, study.swept)
-    group_keys = context_keys + variant_keys
-    notes = []
-    total_loss = metric in TOTAL_LOSSES
-    data_alpha, data_gamma = data_alpha_gamma(study)
+                         f"allowed: {', '.join(sorted(variants))}")
 
-    usable = trials[~trials["status"].isin([ERRORED, RUNNING])]
-    masked = _masked(usable)
-    # One trial per seed per group: the baseline at gamma 0 and gamma 1 is one configuration.
-    reps = [c for c in REPLICATE_PARAMS if c in masked.columns]
-    dup = masked.duplicated(group_keys + reps, keep="first") if reps else pd.Series(False, index=masked.index)
-    if dup.any():
-        notes.append(f"{int(dup.sum())} trial(s) repeat a configuration and seed already in their group "
-                     f"(e.g. the baseline at several gammas it ignores); the first of each was kept.")
-    masked = masked[~dup]
-    if masked.empty:
-        raise ValueError("no finished trials to compare (all errored or still running)")
 
-    hist_by_trial = {tid: h for tid, h in study.history.groupby(TRIAL_ID, sort=False)}
-    empty_hist = study.history.iloc[:0]
-    curves = {rec[TRIAL_ID]: _trial_curves(rec, hist_by_trial.get(rec[TRIAL_ID], empty_hist), metric)
-              for rec in masked.to_dict("records")}
-    masked = masked.assign(_g=[_key(r) for r in zip(*[masked[k] for k in group_keys])])
-
-    def common_epoch(tids) -> float:
-        """The last epoch every non-diverged trial of these reached (all diverged: the longest)."""
-        lasts = [curves[t].last for t in tids if not math.isfinite(curves[t].diverged_at)]
-        return float(min(lasts)) if lasts else float(max((curves[t].last for t in tids), default=0.0))
-
-    # --------------------------------------------------------------- groups and baselines
-    group_trials = {key: g for key, g in masked.groupby("_g", sort=True)}
-    base_of = {}   # context -> the baseline group's key
-    for key, g in group_trials.items():
-        if g["variant"].iloc[0] != baseline:
-            continue
-        rec = _unkey(group_keys, key)
-        if baseline_params:
-            for k in baseline_params:
-                if k not in g.columns:
-                    raise ValueError(f"baseline_params key {k!r} is not a trial parameter")
-            if not all(_same(rec[k], v) for k, v in baseline_params.items()):
-                continue
-        ctx = key[:len(context_keys)]
-        if ctx in base_of:
-            raise ValueError(f"baseline {baseline!r} has several groups in context {dict(zip(context_keys, ctx))}; "
-                             f"pass baseline_params (e.g. {{'gamma': 0.0}}) to pick one")
-        base_of[ctx] = key
-
-    # --------------------------------------------------------------- targets per context
-    targets = {}
-    for key, g in group_trials.items():
-        ctx = key[:len(context_keys)]
-        if ctx in targets:
-            continue
-        if isinstance(target, dict):
-            targets[ctx] = float(target.get(ctx, math.nan))
-        elif target is not None:
-            targets[ctx] = float(target)
-        elif ctx in base_of:
-            bt = group_trials[base_of[ctx]][TRIAL_ID]
-            e = common_epoch(bt)
-            finals = [curves[t].at(e, math.nan)[FINAL] for t in bt]
-            # diverged baseline trials never reach anything: +inf in the median, not left out
-            med = float(np.median(finals)) if finals else math.nan
-            targets[ctx] = med if math.isfinite(med) else math.nan
-            if finals and not math.isfinite(med):
-                notes.append(f"the baseline diverged in at least half its seeds at {_ctx_text(context_keys, ctx)}: "
-                             f"no target for epochs to target there.")
-        else:
-            targets[ctx] = math.nan
-
-    # --------------------------------------------------------------- per-trial quantities
-    epochs, rows, cache = {}, [], {}
-
-    def quantities(tid, epoch, tgt):
-        k = (tid, epoch, tgt)
-        if k not in cache:
-            cache[k] = curves[tid].at(epoch, tgt)
-        return cache[k]
-
-    for key, g in group_trials.items():
-        ctx = key[:len(context_keys)]
-        bkey = base_of.get(ctx)
-        tids = list(g[TRIAL_ID]) + (list(group_trials[bkey][TRIAL_ID]) if bkey is not None and bkey != key else [])
-        epochs[key] = common_epoch(tids)
+def _per_trial_table(s: Pairing, study: Study) -> pd.DataFrame:
+    """One row per usable trial: its quantities at its group's comparison epoch (the last epoch
+    every compared trial of the group and its baseline reached)."""
+    rows = []
+    for key, g in s.group_trials.items():
+        ctx = s.context(key)
+        bkey = s.base_of.get(ctx)
+        tids = list(g[TRIAL_ID]) + (list(s.group_trials[bkey][TRIAL_ID]) if bkey is not None and bkey != key else [])
+        s.epochs[key] = s.common_epoch(tids)
         for rec in g.to_dict("records"):
-            q = quantities(rec[TRIAL_ID], epochs[key], targets[ctx])
-            rows.append({TRIAL_ID: rec[TRIAL_ID], **{k: rec[k] for k in group_keys}, **{k: rec[k] for k in reps},
-                         "status": rec["status"], EPOCH: epochs[key], **q,
-                         ASHA_STOPPED: rec["status"] == EARLY_STOPPED,
-                         TOTAL_LOSS: rec.get(f"final_{M.VAL_LOSS}", math.nan), "target": targets[ctx], "_g": key})
-    per_trial = pd.DataFrame(rows)
+            q = s.at(rec[TRIAL_ID], s.epochs[key], s.targets[ctx])
+            rows.append({TRIAL_ID: rec[TRIAL_ID], **{k: rec[k] for k in s.group_keys}, **{k: rec[k] for k in s.reps},
+                         "status": rec["status"], EPOCH: s.epochs[key], **q,
+                         ASHA_STOPPED: rec["status"] == M.EARLY_STOPPED,
+                         TOTAL_LOSS: rec.get(final(M.VAL_LOSS), math.nan), "target": s.targets[ctx], "_g": key})
+    return pd.DataFrame(rows)
 
-    def frame(key, epoch):
-        """A group's trials as a frame of quantities at `epoch` (the baseline at a pair's epoch)."""
-        g = group_trials[key]
-        ctx = key[:len(context_keys)]
-        out = [{**{k: r[k] for k in reps}, **quantities(r[TRIAL_ID], epoch, targets[ctx]),
-                ASHA_STOPPED: r["status"] == EARLY_STOPPED} for r in g.to_dict("records")]
-        return pd.DataFrame(out)
 
-    # --------------------------------------------------------------- rate-distortion frontier
-    frontier_keys = [k for k in context_keys if k != BETA]
-    frontier, frontier_trials = _frontier(per_trial, baseline, frontier_keys, n_resamples, seed)
-
-    # --------------------------------------------------------------- group summaries and tests
+def _group_rows(s: Pairing, per_trial: pd.DataFrame, frontier_trials: pd.DataFrame, frontier_keys: list,
+                equiv: dict) -> tuple[pd.DataFrame, list]:
+    """One summary row per group and the tests of each group against its baseline."""
     groups, tests = [], []
-    equiv = _equivalences(group_trials, group_keys, context_keys)
     for i, (key, g) in enumerate(per_trial.groupby("_g", sort=True)):
-        ctx = key[:len(context_keys)]
-        bkey = base_of.get(ctx)
-        is_base = bkey == key
-        variant = g["variant"].iloc[0]
-        rec = _unkey(group_keys, key)
-        rec.update({"is_baseline": is_base, "n": len(g), "target": float(g["target"].iloc[0]), EPOCH: epochs[key],
-                    "objective": _objective(variant), "equiv": equiv.get(key, "")})
-        for q in PER_TRIAL + (BEST,):
-            e = stats.bootstrap_ci(g[q], STATISTIC.get(q, _median), n_resamples=n_resamples, seed=seed + i)
-            rec[q], rec[f"{q}_low"], rec[f"{q}_high"], rec[f"{q}_n"] = e.value, e.low, e.high, e.n
-        for q in (RATE, DISTORTION):
-            e = stats.bootstrap_ci(g[q][np.isfinite(g[q].astype(float))], _median, n_resamples=n_resamples,
-                                   seed=seed + i)
-            rec[q], rec[f"{q}_low"], rec[f"{q}_high"] = e.value, e.low, e.high
-        fin = g[FINAL].to_numpy(dtype=float)
-        fin = fin[np.isfinite(fin)]
-        e = stats.bootstrap_ci(fin, _std, n_resamples=n_resamples, seed=seed + i)
-        rec[SPREAD], rec[f"{SPREAD}_low"], rec[f"{SPREAD}_high"] = e.value, e.low, e.high
-        rec["final_mean"] = float(fin.mean()) if len(fin) else math.nan
-        rec["cv"] = float(e.value / rec["final_mean"]) if len(fin) > 1 and rec["final_mean"] else math.nan
-        rec["reached"] = float(np.isfinite(g[EPOCHS_TO_TARGET]).mean())
-        for r in RATES:
-            k = int(g[r].sum())
-            e = stats.proportion_ci(k, len(g))
-            rec[r], rec[f"{r}_low"], rec[f"{r}_high"], rec[f"n_{r}"] = e.value, e.low, e.high, k
-        rec["n_diverged"] = rec[f"n_{DIVERGED}"]
-        rec[TOTAL_LOSS] = float(np.nanmedian(g[TOTAL_LOSS].astype(float))) if g[TOTAL_LOSS].notna().any() else math.nan
-        b = frame(bkey, epochs[key]) if bkey is not None and not is_base else None
-        rec["small"] = len(g) < min_seeds or (b is not None and len(b) < min_seeds)
+        rec = _estimates(s, i, key, g, equiv)
+        bkey = s.base_of.get(s.context(key))
+        b = s.frame(bkey, s.epochs[key]) if bkey is not None and bkey != key else None
+        rec["small"] = len(g) < s.min_seeds or (b is not None and len(b) < s.min_seeds)
         rec["rel_final"] = math.nan
-        for q in (DISTORTION_GAP, f"{DISTORTION_GAP}_low", f"{DISTORTION_GAP}_high", "rel_distortion_gap"):
+        for q in (*_ci(DISTORTION_GAP), "rel_distortion_gap"):
             rec[q] = math.nan
         rec["n_gap"] = 0
         if b is not None:
-            bf = float(np.median(b[FINAL])) if len(b) else math.nan
-            comparable = not (total_loss and _objective(variant) != _objective(baseline))
-            if comparable:
-                rec["rel_final"] = rec[FINAL] / bf - 1 if bf and math.isfinite(bf) and math.isfinite(rec[FINAL]) \
-                    else math.nan
-            gap = _gap(g, frontier_trials, frontier_keys, _unkey(group_keys, key), reps)
-            if len(gap):
-                e = stats.bootstrap_ci(gap["gap"], _median, n_resamples=n_resamples, seed=seed + i)
-                rec[DISTORTION_GAP], rec[f"{DISTORTION_GAP}_low"], rec[f"{DISTORTION_GAP}_high"] = e.value, e.low, e.high
-                rec["rel_distortion_gap"] = float(np.median(gap["rel_gap"]))
-                rec["n_gap"] = len(gap)
-            for q in TESTED:
-                if q in ON_OBJECTIVE and not comparable:
-                    continue  # a W2 objective is not a KL one: placed in the rate-distortion plane only
-                if q == DISTORTION_GAP:
-                    if not frontier_trials.empty:
-                        tests.append(_gap_test(len(groups), rec, key, group_keys, gap, min_seeds, n_resamples, seed + i))
-                    continue
-                tests.append(_test(len(groups), q, rec, key, group_keys, g, b, reps, min_seeds, n_resamples, seed + i))
-                if q == FINAL:
-                    rec["direction_final"] = _direction(tests[-1])
+            tests += _tests_against(s, len(groups), rec, key, g, b, frontier_trials, frontier_keys, i)
         groups.append(rec)
+    return pd.DataFrame(groups), tests
 
-    groups = pd.DataFrame(groups)
-    test_cols = ["_group", *group_keys, "quantity", "test", "paired", "statistic", "p", "n", "n_baseline",
-                 "n_pairs", "estimate", "baseline_estimate", "diff", "diff_low", "diff_high", "note"]
-    tests = pd.DataFrame(tests, columns=test_cols)
-    tests["family"] = EXPLORATORY
-    primary_rows = _mark_primary(tests, primary, per_trial, data_gamma, notes)
-    tests.loc[primary_rows, "family"] = PRIMARY
-    tests["p_holm"] = np.nan
-    if len(tests):
-        if holm_family == "primary":
-            if primary_rows:
-                tests.loc[primary_rows, "p_holm"] = stats.holm(tests.loc[primary_rows, "p"].to_numpy())
-        elif holm_family == "all":
-            tests["p_holm"] = stats.holm(tests["p"].to_numpy())
-        else:
-            for q, idx in tests.groupby("quantity").groups.items():
-                tests.loc[idx, "p_holm"] = stats.holm(tests.loc[idx, "p"].to_numpy())
-    tests["significant"] = tests["p_holm"] < alpha
-    tests["direction"] = [_direction(r) for r in tests.to_dict("records")]
+
+def _ci(q: str) -> tuple:
+    return q, low(q), high(q)
+
+
+def _estimates(s: Pairing, i: int, key: tuple, g: pd.DataFrame, equiv: dict) -> dict:
+    """A group's estimates with bootstrap CIs (medians; std across seeds; Wilson intervals of rates)."""
+    boot = dict(n_resamples=s.n_resamples, seed=s.seed + i)
+    variant = g["variant"].iloc[0]
+    rec = unkey(s.group_keys, key)
+    rec.update({"is_baseline": s.base_of.get(s.context(key)) == key, "n": len(g),
+                "target": float(g["target"].iloc[0]), EPOCH: s.epochs[key],
+                "objective": objective(variant), "equiv": equiv.get(key, "")})
+    for q in PER_TRIAL + (BEST,):
+        e = stats.bootstrap_ci(g[q], statistic(q), **boot)
+        rec[q], rec[low(q)], rec[high(q)], rec[n_used(q)] = e.value, e.low, e.high, e.n
+    for q in (RATE, DISTORTION):
+        e = stats.bootstrap_ci(g[q][np.isfinite(g[q].astype(float))], median, **boot)
+        rec[q], rec[low(q)], rec[high(q)] = e.value, e.low, e.high
+    fin = g[FINAL].to_numpy(dtype=float)
+    fin = fin[np.isfinite(fin)]
+    e = stats.bootstrap_ci(fin, std, **boot)
+    rec[SPREAD], rec[low(SPREAD)], rec[high(SPREAD)] = e.value, e.low, e.high
+    rec["final_mean"] = float(fin.mean()) if len(fin) else math.nan
+    rec["cv"] = float(e.value / rec["final_mean"]) if len(fin) > 1 and rec["final_mean"] else math.nan
+    rec["reached"] = float(np.isfinite(g[EPOCHS_TO_TARGET]).mean())
+    for r in RATES:
+        k = int(g[r].sum())
+        e = stats.proportion_ci(k, len(g))
+        rec[r], rec[low(r)], rec[high(r)], rec[n_of(r)] = e.value, e.low, e.high, k
+    rec[TOTAL_LOSS] = float(np.nanmedian(g[TOTAL_LOSS].astype(float))) if g[TOTAL_LOSS].notna().any() else math.nan
+    return rec
+
+
+def _tests_against(s: Pairing, row: int, rec: dict, key: tuple, g: pd.DataFrame, b: pd.DataFrame,
+                   frontier_trials: pd.DataFrame, frontier_keys: list, i: int) -> list:
+    """A group's relative change, its distortion gap, and its tests against the baseline frame b
+    (rec is completed in place)."""
+    bf = float(np.median(b[FINAL])) if len(b) else math.nan
+    comparable = not (s.total_loss and objective(rec["variant"]) != objective(s.baseline))
+    if comparable:
+        rec["rel_final"] = rec[FINAL] / bf - 1 if bf and math.isfinite(bf) and math.isfinite(rec[FINAL]) \
+            else math.nan
+    gap = distortion_gaps(g, frontier_trials, frontier_keys, unkey(s.group_keys, key), s.reps)
+    if len(gap):
+        e = stats.bootstrap_ci(gap["gap"], median, n_resamples=s.n_resamples, seed=s.seed + i)
+        rec[DISTORTION_GAP], rec[low(DISTORTION_GAP)], rec[high(DISTORTION_GAP)] = e.value, e.low, e.high
+        rec["rel_distortion_gap"] = float(np.median(gap["rel_gap"]))
+        rec["n_gap"] = len(gap)
+    tests = []
     for q in TESTED:
-        groups[f"p_{q}"] = np.nan
-        groups[f"p_holm_{q}"] = np.nan
-    for r in tests.to_dict("records"):
-        groups.loc[r["_group"], f"p_{r['quantity']}"] = r["p"]
-        groups.loc[r["_group"], f"p_holm_{r['quantity']}"] = r["p_holm"]
-    tests = tests.drop(columns="_group")
-    per_trial = per_trial.drop(columns="_g")
+        if q in ON_OBJECTIVE and not comparable:
+            continue  # a W2 objective is not a KL one: placed in the rate-distortion plane only
+        if q == DISTORTION_GAP:
+            if not frontier_trials.empty:
+                tests.append(gap_test(row, rec, key, s.group_keys, gap, s.min_seeds))
+            continue
+        tests.append(quantity_test(row, q, rec, key, s.group_keys, g, b, s.reps, s.min_seeds, s.n_resamples,
+                                   s.seed + i))
+        if q == FINAL:
+            rec["direction_final"] = direction(tests[-1])
+    return tests
 
-    if len(groups) and (groups["n"] < min_seeds).any():
-        notes.append(f"{int((groups['n'] < min_seeds).sum())} group(s) have fewer than {min_seeds} usable "
+
+def _notes(s: Pairing, groups: pd.DataFrame, front: pd.DataFrame, equiv: dict) -> list:
+    """What a reader must know to read the tables: small groups, unequal lengths, other
+    objectives, the frontier's interpolation error, groups identical by construction."""
+    notes = []
+    if len(groups) and (groups["n"] < s.min_seeds).any():
+        notes.append(f"{int((groups['n'] < s.min_seeds).sum())} group(s) have fewer than {s.min_seeds} usable "
                      f"trials: flagged 'small' and not tested.")
-    if len({c.last for c in curves.values() if not math.isfinite(c.diverged_at)}) > 1:
+    if len({c.last for c in s.curves.values() if not math.isfinite(c.diverged_at)}) > 1:
         notes.append("trials ran different numbers of epochs (ASHA): each group is compared with the baseline at "
                      "the last epoch every compared trial of both reached (the `epoch` column).")
-    if total_loss and (groups["objective"] == "w2").any():
+    if s.total_loss and (groups["objective"] == "w2").any():
         notes.append(f"W2 groups optimise a different objective: not ranked or tested against the KL variants on "
-                     f"{metric}; see the rate-distortion view (distortion gap at equal rate).")
-    if len(frontier) and frontier["interpolation_error"].notna().any():
-        worst = float(frontier["interpolation_error"].abs().max())
+                     f"{s.metric}; see the rate-distortion view (distortion gap at equal rate).")
+    if len(front) and front["interpolation_error"].notna().any():
+        worst = float(front["interpolation_error"].abs().max())
         notes.append(f"the baseline frontier is interpolated between its β points; leaving out an interior point "
                      f"misses it by up to {100 * worst:.1f}% of its distortion, so distortion gaps of that order are "
                      f"interpolation error, not evidence.")
     if equiv:
         notes.append("groups identical by construction (same prior scales, sampling and divergence) are marked ≡: "
                      + "; ".join(sorted(set(equiv.values()))) + ".")
-    notes += _gamma_zero_check(per_trial, baseline, context_keys, reps)
-    headline = _headline(groups, context_keys, baseline, min_seeds, alpha, total_loss)
-    split = _split(per_trial, context_keys, variant_keys, baseline, reps, total_loss, n_resamples, seed)
-    if len(headline):
-        notes.append("the headline picks each variant's best setting on the same seeds it reports, which flatters "
-                     "the winner" + ("; `split` chooses the setting on half the seeds and reports it on the other "
-                                     "half." if len(split) else f" (a split needs {MIN_SPLIT_SEEDS} seeds)."))
-    stable = stable_lr_table(per_trial, context_keys, variant_keys) if "lr" in context_keys and \
-        per_trial["lr"].nunique() > 1 else None
-    return Comparison(metric=metric, baseline=baseline, per_trial=per_trial, groups=groups, tests=tests,
-                      headline=headline, stable_lr=stable, targets=targets, context_keys=context_keys,
-                      group_keys=group_keys, alpha=alpha, min_seeds=min_seeds, holm_family=holm_family,
-                      notes=notes, frontier=frontier, frontier_keys=frontier_keys,
-                      primary=tests[tests["family"] == PRIMARY].reset_index(drop=True), split=split,
-                      data_alpha=data_alpha, data_gamma=data_gamma)
-
-
-def _ctx_text(keys: list, ctx) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, ctx)) or "the study"
-
-
-# ------------------------------------------------------------------------------ tests
-
-def _test(i: int, q: str, rec: dict, key, group_keys, g: pd.DataFrame, b: pd.DataFrame, reps: list,
-          min_seeds: int, n_resamples: int, seed: int) -> dict:
-    """One test of quantity q, group g against baseline b: paired by seed where seeds pair."""
-    row = {"_group": i, **_unkey(group_keys, key), "quantity": q, "n": len(g), "n_baseline": len(b),
-           "estimate": rec.get(q, math.nan), "baseline_estimate": _group_estimate(q, b), "note": "",
-           "paired": False, "n_pairs": 0, "diff": math.nan, "diff_low": math.nan, "diff_high": math.nan}
-    pairs = g.merge(b, on=reps, suffixes=("", "_b")) if reps else pd.DataFrame()
-    row["n_pairs"] = len(pairs)
-    if q == SPREAD:  # a group statistic: no pairing possible
-        x, y = g[FINAL].to_numpy(float), b[FINAL].to_numpy(float)
-        x, y = x[np.isfinite(x)], y[np.isfinite(y)]
-        if len(x) < min_seeds or len(y) < min_seeds:
-            return {**row, "test": "brown-forsythe", "statistic": math.nan, "p": math.nan,
-                    "note": f"not tested: n < {min_seeds}"}
-        res = stats.spread_test(x, y)
-        return {**row, "test": res.test, "statistic": res.statistic, "p": res.pvalue}
-    if len(pairs) >= min_seeds:
-        row["paired"] = True
-        if q in RATES:
-            res = stats.mcnemar_exact(pairs[q].astype(bool), pairs[f"{q}_b"].astype(bool))
-            row["diff"] = float(pairs[q].astype(float).mean() - pairs[f"{q}_b"].astype(float).mean())
-        else:
-            d = stats.paired_differences(pairs[q], pairs[f"{q}_b"])
-            res = stats.wilcoxon_paired(pairs[q], pairs[f"{q}_b"])
-            e = stats.bootstrap_ci(d, stats.median_inf, n_resamples=n_resamples, seed=seed)
-            row["diff"], row["diff_low"], row["diff_high"] = e.value, e.low, e.high
-        return {**row, "test": res.test, "statistic": res.statistic, "p": res.pvalue}
-    # unpaired only where pairing is impossible (no shared seeds)
-    if len(g) < min_seeds or len(b) < min_seeds:
-        return {**row, "test": "fisher" if q in RATES else "mann-whitney", "statistic": math.nan, "p": math.nan,
-                "note": f"not tested: n < {min_seeds}"}
-    if q in RATES:
-        res = stats.fisher(int(g[q].sum()), len(g), int(b[q].sum()), len(b))
-    else:
-        res = stats.mann_whitney(g[q].to_numpy(float), b[q].to_numpy(float))
-    return {**row, "test": res.test, "statistic": res.statistic, "p": res.pvalue,
-            "note": "unpaired: no seeds shared with the baseline"}
-
-
-def _gap_test(i: int, rec: dict, key, group_keys, gap: pd.DataFrame, min_seeds: int, n_resamples: int,
-              seed: int) -> dict:
-    row = {"_group": i, **_unkey(group_keys, key), "quantity": DISTORTION_GAP, "test": "wilcoxon",
-           "paired": True, "n": rec["n"], "n_baseline": len(gap), "n_pairs": len(gap),
-           "estimate": rec[DISTORTION_GAP], "baseline_estimate": 0.0, "diff": rec[DISTORTION_GAP],
-           "diff_low": rec[f"{DISTORTION_GAP}_low"], "diff_high": rec[f"{DISTORTION_GAP}_high"], "note": ""}
-    if len(gap) < min_seeds:
-        return {**row, "statistic": math.nan, "p": math.nan,
-                "note": f"not tested: {len(gap)} seed(s) inside the baseline frontier's rate range (< {min_seeds})"}
-    res = stats.wilcoxon_paired(gap["gap"], None)
-    return {**row, "statistic": res.statistic, "p": res.pvalue, "note": "per-seed frontier, interpolated in log rate"}
-
-
-def _group_estimate(q: str, g: pd.DataFrame) -> float:
-    if q in RATES:
-        return float(g[q].astype(float).mean()) if len(g) else math.nan
-    if q == SPREAD:
-        v = g[FINAL].to_numpy(dtype=float)
-        v = v[np.isfinite(v)]
-        return float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
-    v = g[q].to_numpy(dtype=float)
-    v = v[~np.isnan(v)]
-    return float(STATISTIC.get(q, _median)(v)) if len(v) else math.nan
-
-
-def _direction(r: dict) -> str:
-    """'better' / 'worse' than the baseline (every quantity here is lower-is-better), '' if equal.
-    Paired tests go by the median paired difference, others by the two groups' estimates."""
-    d = r.get("diff")
-    if r.get("paired") and d is not None and not pd.isna(d):
-        return "" if d == 0 else ("better" if d < 0 else "worse")
-    a, b = r["estimate"], r["baseline_estimate"]
-    if a is None or b is None or pd.isna(a) or pd.isna(b) or a == b or \
-            (math.isfinite(a) and math.isfinite(b) and np.isclose(a, b, rtol=1e-9, atol=0)):
-        return ""
-    return "better" if a < b else "worse"
-
-
-def _mark_primary(tests: pd.DataFrame, primary: list, per_trial: pd.DataFrame, data_gamma: float,
-                  notes: list) -> list:
-    """Row labels of the tests that a declared primary entry names. An entry's `where` fixes trial
-    fields (gamma: "data" is the data-matched gamma; "max" / "min" the largest / smallest value in
-    the study); every test that matches it is in the family (one per value of its `per` fields)."""
-    rows = []
-    for entry in primary:
-        q = PRIMARY_QUANTITIES.get(entry.get("quantity"))
-        sel = tests[(tests["variant"] == entry.get("variant")) & (tests["quantity"] == q)] if q else tests.iloc[:0]
-        for field_, want in (entry.get("where") or {}).items():
-            if field_ not in sel.columns:
-                sel = sel.iloc[:0] if not _fixed_matches(per_trial, field_, want) else sel
-                continue
-            if want == "data":
-                want = data_gamma
-            elif want in ("max", "min"):
-                col = pd.to_numeric(per_trial[field_], errors="coerce")
-                want = col.max() if want == "max" else col.min()
-            sel = sel[sel[field_].map(lambda x, w=want: _same(x, w) or (
-                isinstance(x, (int, float)) and isinstance(w, (int, float)) and np.isclose(x, w)))]
-        if sel.empty:
-            notes.append(f"primary comparison {entry} matched no test (no such trials?)")
-        rows += [r for r in sel.index if r not in rows]
-    return rows
-
-
-def _fixed_matches(per_trial: pd.DataFrame, field_: str, want) -> bool:
-    """A `where` field that is not swept matches when the study's one value is it (or unknown)."""
-    return field_ not in per_trial.columns or per_trial[field_].map(lambda x: _same(x, want)).all()
-
-
-# ------------------------------------------------------------------------------ rate-distortion
-
-def _frontier(per_trial: pd.DataFrame, baseline: str, frontier_keys: list, n_resamples: int, seed: int
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The baseline's rate-distortion points over beta, per frontier context (contexts without
-    kl_coeff) where beta takes two or more values: (median points with CIs, the per-trial points).
-
-    ``interpolation_error``: each interior point predicted from its two neighbours, relative to
-    its distortion. A convex frontier lies below its chords, so a point exactly on the curve
-    shows a small negative gap; gaps of this size are interpolation error, not evidence."""
-    if BETA not in per_trial.columns or per_trial.empty:
-        return pd.DataFrame(), pd.DataFrame()
-    base = per_trial[per_trial["variant"] == baseline]
-    rows, keep = [], []
-    groups = base.groupby(frontier_keys, dropna=False, sort=True) if frontier_keys else [((), base)]
-    for ctx, fb in groups:
-        ctx = ctx if isinstance(ctx, tuple) else (ctx,)
-        if fb[BETA].nunique() < 2:
-            continue
-        keep.append(fb)
-        points = []
-        for i, (beta, bg) in enumerate(fb.groupby(BETA, sort=True)):
-            rec = {**dict(zip(frontier_keys, ctx)), BETA: float(beta), "n": len(bg),
-                   "n_diverged": int(bg[DIVERGED].sum()), "interpolation_error": math.nan}
-            for q in (RATE, DISTORTION):
-                v = bg[q][np.isfinite(bg[q].astype(float))]
-                e = stats.bootstrap_ci(v, _median, n_resamples=n_resamples, seed=seed + i)
-                rec[q], rec[f"{q}_low"], rec[f"{q}_high"] = e.value, e.low, e.high
-            points.append(rec)
-        by_rate = sorted((p for p in points if math.isfinite(p[RATE]) and math.isfinite(p[DISTORTION])),
-                         key=lambda p: p[RATE])
-        for a, p, b in zip(by_rate, by_rate[1:], by_rate[2:]):
-            pred = frontier_at(np.array([a[RATE], b[RATE]]), np.array([a[DISTORTION], b[DISTORTION]]), p[RATE])
-            if math.isfinite(pred) and p[DISTORTION]:
-                p["interpolation_error"] = (p[DISTORTION] - pred) / p[DISTORTION]
-        rows += points
-    return pd.DataFrame(rows), (pd.concat(keep) if keep else pd.DataFrame())
-
-
-def frontier_at(rates: np.ndarray, distortions: np.ndarray, rate: float) -> float:
-    """The frontier's distortion at `rate`, interpolated linearly in log rate between the points
-    (monotone in rate after sorting); nan outside the points' rate range (no extrapolation)."""
-    ok = np.isfinite(rates) & np.isfinite(distortions) & (rates > 0)
-    r, d = rates[ok], distortions[ok]
-    if len(r) < 2 or not (math.isfinite(rate) and rate > 0) or rate < r.min() or rate > r.max():
-        return math.nan
-    order = np.argsort(r)
-    return float(np.interp(math.log(rate), np.log(r[order]), d[order]))
-
-
-def _gap(g: pd.DataFrame, frontier_trials: pd.DataFrame, frontier_keys: list, rec: dict, reps: list) -> pd.DataFrame:
-    """Per seed: the group's distortion minus the same seed's baseline frontier at the group's rate."""
-    if frontier_trials.empty:
-        return pd.DataFrame(columns=["gap", "rel_gap"])
-    fb = _match(frontier_trials, frontier_keys, [rec[k] for k in frontier_keys])
-    out = []
-    for r in g.to_dict("records"):
-        same_seed = _match(fb, reps, [r[k] for k in reps]) if reps else fb
-        f = frontier_at(same_seed[RATE].to_numpy(float), same_seed[DISTORTION].to_numpy(float), r[RATE])
-        if math.isfinite(f) and math.isfinite(r[DISTORTION]):
-            out.append({"gap": r[DISTORTION] - f, "rel_gap": (r[DISTORTION] - f) / f if f else math.nan})
-    return pd.DataFrame(out, columns=["gap", "rel_gap"])
-
-
-# ------------------------------------------------------------------------------ equivalence
-
-def _equivalences(group_trials: dict, group_keys: list, context_keys: list) -> dict:
-    """{group key: "a ≡ b"} for groups of one context whose configurations are identical by
-    construction: the same prior scales s, sampling and divergence (e.g. powerlaw_clamp whose
-    floor min_decay is never reached within latent_dim equals powerlaw)."""
-    sig = {}
-    for key, g in group_trials.items():
-        r = g.iloc[0].to_dict()
-        v = VARIANTS.get(r["variant"])
-        if v is None:
-            continue
-        try:
-            s = prior_scale(r["variant"], int(r.get("latent_dim", 16)), float(_num(r.get("gamma"), 0.0)),
-                            _opt(r.get("min_decay")), _opt(r.get("clip_dim"), int), _opt(r.get("decay_rate")))
-        except (ValueError, TypeError):
-            continue
-        sampled = v.decayed_sampling and not bool(np.allclose(s.numpy(), 1.0))
-        sig[key] = (key[:len(context_keys)], tuple(np.round(s.double().numpy(), 12)), sampled, v.divergence)
-    by_sig = {}
-    for key, sg in sig.items():
-        by_sig.setdefault(sg, []).append(key)
-    out = {}
-    for keys in by_sig.values():
-        if len(keys) < 2:
-            continue
-        label = " ≡ ".join(_group_label(dict(zip(group_keys, k))) for k in sorted(keys, key=str))
-        for k in keys:
-            out[k] = label
-    return out
-
-
-def _num(x, default=math.nan) -> float:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return default
-    return default if math.isnan(x) else x
-
-
-def _opt(x, kind=float):
-    v = _num(x)
-    return None if math.isnan(v) else kind(v)
-
-
-def _group_label(rec: dict) -> str:
-    params = [f"{'γ' if p == 'gamma' else p}={rec[p]:g}" for p in VARIANT_PARAMS
-              if p in rec and isinstance(rec[p], (int, float)) and not pd.isna(rec[p])]
-    return rec["variant"] + (f" ({', '.join(params)})" if params else "")
-
-
-# ------------------------------------------------------------------------------ checks and summaries
-
-def _gamma_zero_check(per_trial: pd.DataFrame, baseline: str, context_keys: list, reps: list) -> list:
-    """gamma = 0 must give exactly the baseline (DESIGN.md) for the KL variants with s_k = k^-gamma:
-    compare their final values seed by seed with the standard VAE's - a free check of the whole
-    pipeline whenever a study includes gamma = 0."""
-    if baseline != "vae" or "gamma" not in per_trial or not reps:
-        return []
-    keys = context_keys + reps
-    base = per_trial[per_trial["variant"] == "vae"].set_index(keys)[FINAL]
-    out = []
-    for variant, g in per_trial[(per_trial["gamma"] == 0)].groupby("variant", sort=True):
-        v = VARIANTS.get(variant)
-        if v is None or not v.uses("gamma") or v.divergence != KL or variant == "vae":
-            continue
-        joined = g.set_index(keys)[FINAL].to_frame("v").join(base.rename("b"), how="inner").dropna()
-        if joined.empty:
-            continue
-        diff = float((joined["v"] - joined["b"]).abs().max())
-        scale = float(joined["b"].abs().max()) or 1.0
-        verdict = "reproduces the baseline" if diff <= 1e-6 * scale else "does NOT reproduce the baseline"
-        out.append(f"check: {variant} at γ = 0 {verdict} (largest |Δ final| = {diff:.3g} over "
-                   f"{len(joined)} matched seed(s)); DESIGN.md requires γ = 0 to equal the baseline.")
-    return out
-
-
-def _headline(groups: pd.DataFrame, context_keys: list, baseline: str, min_seeds: int,
-              alpha: float, total_loss: bool) -> pd.DataFrame:
-    """Each variant's best group per context (lowest median final value among groups with enough
-    seeds, divergence rate breaking ties), ranked within the context. Contexts holding only the
-    baseline (a beta sweep's other betas) are left out; on a total loss W2 groups are listed after
-    the ranking, unranked (another objective)."""
-    if groups.empty:
-        return groups
-    rows = []
-    ctx_iter = groups.groupby(context_keys, dropna=False, sort=True) if context_keys else [((), groups)]
-    for _, cg in ctx_iter:
-        if (cg["variant"] == baseline).all():
-            continue
-        best_rows = []
-        for variant, vg in cg.groupby("variant", sort=True):
-            pool = vg[vg["n"] >= min_seeds] if (vg["n"] >= min_seeds).any() else vg
-            pool = pool.assign(_f=pool[FINAL].fillna(np.inf)).sort_values(["_f", DIVERGED], kind="stable")
-            best_rows.append(pool.iloc[0].drop(labels="_f"))
-        ranked = pd.DataFrame(best_rows)
-        other = (ranked["objective"] != _objective(baseline)) if total_loss else pd.Series(False, index=ranked.index)
-        ranked_kl = ranked[~other]
-        # ties go to the baseline: a variant ranks above it only by being better
-        ranked_kl = ranked_kl.assign(_f=ranked_kl[FINAL].fillna(np.inf), _b=~ranked_kl["is_baseline"].astype(bool))
-        ranked_kl = ranked_kl.sort_values(["_f", DIVERGED, "_b"], kind="stable").drop(columns=["_f", "_b"])
-        ranked_kl.insert(0, "rank", list(range(1, len(ranked_kl) + 1)))
-        rest = ranked[other].copy()
-        rest.insert(0, "rank", [np.nan] * len(rest))
-        out = pd.concat([ranked_kl, rest])
-        flags = [False] * len(ranked_kl) + [True] * len(rest)
-        out["verdict"] = [_verdict(r, baseline, alpha, o) for r, o in zip(out.to_dict("records"), flags)]
-        rows.append(out)
-    return pd.concat(rows, ignore_index=True) if rows else groups.iloc[:0].assign(rank=[], verdict=[])
-
-
-def _verdict(r: dict, baseline: str, alpha: float, other_objective: bool = False) -> str:
-    if r["variant"] == baseline:
-        return "baseline"
-    if other_objective:
-        return "other objective (W2): see the rate-distortion view"
-    if r.get("small"):
-        return "not tested (few seeds)"
-    p_holm, p = r.get(f"p_holm_{FINAL}"), r.get(f"p_{FINAL}")
-    # the sign of the test's own effect (the median paired difference): the ratio of medians is
-    # undefined when the baseline's median is infinite (at least half its seeds diverged)
-    lower = r.get("direction_final") == "better"
-    if p_holm is not None and not pd.isna(p_holm):   # in the corrected family
-        if p_holm < alpha:
-            return "better" if lower else "worse"
-        return "no significant difference"
-    if p is None or pd.isna(p):
-        return "not tested"
-    if p < alpha:
-        return ("lower" if lower else "higher") + " (exploratory, uncorrected)"
-    return "no difference (exploratory)"
-
-
-def _split(per_trial: pd.DataFrame, context_keys: list, variant_keys: list, baseline: str,
-           reps: list, total_loss: bool, n_resamples: int, seed: int) -> pd.DataFrame:
-    """Selection without double dipping: per context and variant with several settings, the
-    setting with the lowest median final value on the first half of the seeds, reported on the
-    second half against the baseline's same seeds (paired). Needs MIN_SPLIT_SEEDS shared seeds."""
-    if "seed" not in per_trial.columns or per_trial.empty:
-        return pd.DataFrame()
-    rows = []
-    params = [k for k in variant_keys if k != "variant"]
-    ctx_iter = per_trial.groupby(context_keys, dropna=False, sort=True) if context_keys else [((), per_trial)]
-    for ctx, cp in ctx_iter:
-        ctx = ctx if isinstance(ctx, tuple) else (ctx,)
-        base = cp[cp["variant"] == baseline]
-        seeds = sorted(set(base["seed"]))
-        if len(seeds) < MIN_SPLIT_SEEDS:
-            continue
-        choose, report = set(seeds[:len(seeds) // 2]), set(seeds[len(seeds) // 2:])
-        for variant, vp in cp[cp["variant"] != baseline].groupby("variant", sort=True):
-            if total_loss and _objective(variant) != _objective(baseline):
-                continue
-            settings = list(vp.groupby(params, dropna=False, sort=True)) if params else [((), vp)]
-            if len(settings) < 2:
-                continue
-            scored = [(float(np.median(s[s["seed"].isin(choose)][FINAL])) if s["seed"].isin(choose).any()
-                       else math.inf, k, s) for k, s in settings]
-            score, key, chosen = min(scored, key=lambda z: z[0])
-            key = key if isinstance(key, tuple) else (key,)
-            rep = chosen[chosen["seed"].isin(report)].merge(base[base["seed"].isin(report)], on=reps, suffixes=("", "_b"))
-            if len(rep) < 3:
-                continue
-            d = stats.paired_differences(rep[FINAL], rep[f"{FINAL}_b"])
-            e = stats.bootstrap_ci(d, stats.median_inf, n_resamples=n_resamples, seed=seed)
-            res = stats.wilcoxon_paired(rep[FINAL], rep[f"{FINAL}_b"])
-            rows.append({**dict(zip(context_keys, ctx)), "variant": variant, **dict(zip(params, key)),
-                         "n_choose": len(choose), "n_report": len(rep), "chosen_on": float(score),
-                         FINAL: float(np.median(rep[FINAL])), "baseline_final": float(np.median(rep[f"{FINAL}_b"])),
-                         "diff": e.value, "diff_low": e.low, "diff_high": e.high, "p": res.pvalue,
-                         "family": EXPLORATORY})
-    return pd.DataFrame(rows)
-
-
-def stable_lr_table(per_trial: pd.DataFrame, context_keys: list, variant_keys: list) -> pd.DataFrame:
-    """Per group (all keys but lr): the largest lr up to which no trial diverged (every lr at or
-    below it trained without divergence), and the smallest lr at which some trial diverged."""
-    keys = [k for k in context_keys if k != "lr"] + variant_keys
-    rows = []
-    for key, g in per_trial.groupby(keys, dropna=False, sort=True):
-        rates = g.groupby("lr")[DIVERGED].agg(["mean", "size"]).sort_index()
-        stable, first_bad = math.nan, math.nan
-        for lr, r in rates.iterrows():
-            if r["mean"] > 0:
-                first_bad = float(lr)
-                break
-            stable = float(lr)
-        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))),
-                     "lrs": ", ".join(f"{lr:g}" for lr in rates.index),
-                     "max_stable_lr": stable, "first_diverging_lr": first_bad,
-                     "n": int(rates["size"].sum())})
-    return pd.DataFrame(rows)
+    return notes

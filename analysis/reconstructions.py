@@ -16,8 +16,12 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from analysis.compare import FINAL, Comparison
-from analysis.load import TRIAL_ID, Study, trial_config
+from analysis.columns import FINAL
+from analysis.compare import Comparison
+from analysis.groups import group_label, matching
+from analysis.load import Study
+from analysis.trial_fields import trial_config
+from analysis.tune_files import TRIAL_ID
 
 FIGURE_NAME = "reconstructions"
 MAX_ROWS = 12   # headline rows drawn at most (one per variant and context)
@@ -33,17 +37,13 @@ def best_trials(study: Study, comparison: Comparison) -> pd.DataFrame:
     keys = [k for k in comparison.group_keys if k in per.columns and k in head.columns]
     ckpts = study.trials.set_index(TRIAL_ID).get("last_checkpoint")
     for _, h in head.iterrows():
-        match = pd.Series(True, index=per.index)
-        for k in keys:
-            match &= (per[k] == h[k]) | (per[k].isna() & pd.isna(h[k]))
-        group = per[match]
+        group = per[matching(per, keys, [h[k] for k in keys])]
         if group.empty:
             continue
         tid = group.assign(_f=group[FINAL].astype(float).fillna(np.inf)).sort_values("_f", kind="stable")[TRIAL_ID].iloc[0]
         ckpt = ckpts.get(tid) if ckpts is not None else None
         rows.append({"variant": h["variant"], TRIAL_ID: tid,
-                     "label": h["variant"] + "".join(f", {k}={h[k]:g}" if isinstance(h[k], float) else f", {k}={h[k]}"
-                                                    for k in keys if k != "variant" and not pd.isna(h[k])),
+                     "label": group_label(h["variant"], h, [k for k in keys if k != "variant"]),
                      "last_checkpoint": None if ckpt is None or pd.isna(ckpt) else str(ckpt)})
     return pd.DataFrame(rows)
 
@@ -80,7 +80,7 @@ def plot_reconstructions(study: Study, comparison: Comparison, n: int = 8):
     """A figure: for each headline variant's best trial, its reconstructions of the first n validation
     images under the originals. Returns (figure, None), or (None, reason) when nothing can be drawn
     (no headline, or no trial kept a checkpoint)."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from plvae.callbacks import image_grid
 
@@ -109,7 +109,8 @@ def plot_reconstructions(study: Study, comparison: Comparison, n: int = 8):
         panels.append((f"{r['label']} (trial {r[TRIAL_ID]})", image_grid(recon, value_range=value_range)))
     if len(panels) < 2:
         return None, "no checkpoint could be loaded (" + "; ".join(missing[:4]) + ")"
-    fig, axes = plt.subplots(len(panels), 1, figsize=(1.0 * n + 1, 1.25 * len(panels)), squeeze=False)
+    fig = Figure(figsize=(1.0 * n + 1, 1.25 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (title, grid) in zip(axes[:, 0], panels):
         img = grid.permute(1, 2, 0).numpy()
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
@@ -125,12 +126,9 @@ def plot_reconstructions(study: Study, comparison: Comparison, n: int = 8):
 
 def save_reconstructions(study: Study, comparison: Comparison, out, n: int = 8) -> tuple[Optional[Path], Optional[str]]:
     """Draw and save ``reconstructions.png`` into out: (its path, None) or (None, the reason)."""
-    import matplotlib.pyplot as plt
-
     fig, reason = plot_reconstructions(study, comparison, n)
     if fig is None:
         return None, reason
     path = Path(out) / f"{FIGURE_NAME}.png"
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return path, None

@@ -94,6 +94,8 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 VARIANT_NAMES = tuple(VARIANTS)
+# The variant every other is compared with: the standard VAE (an N(0, I) prior).
+BASELINE = "vae"
 
 
 def matched_gamma(alpha: float) -> float:

@@ -172,6 +172,24 @@ def test_known_shift_is_detected_and_ranked_first():
     assert "is better on final" in text and "No variant differs" not in text
 
 
+def test_significance_level_decides_and_old_alpha_spelling_warns():
+    """The level is used (a real shift is significant at 0.05, not at 1e-9) and compare(alpha=...),
+    the old spelling, still works for one release with a DeprecationWarning."""
+    study = make_study({("vae", 0.0): dict(n=8), ("powerlaw_clamp", 1.0): dict(n=8, scale=0.7)},
+                       noise=0.005)
+    loose = compare(study, holm_family="quantity", significance=0.05, n_resamples=200)
+    strict = compare(study, holm_family="quantity", significance=1e-9, n_resamples=200)
+    assert loose.significant()["quantity"].eq(FINAL).any() and strict.significant().empty
+    assert strict.significance == 1e-9
+    with pytest.warns(DeprecationWarning, match="significance"):
+        old = compare(study, holm_family="quantity", alpha=1e-9, n_resamples=200)
+    assert old.significance == 1e-9 and old.significant().empty
+    with pytest.warns(DeprecationWarning):
+        assert old.alpha == 1e-9
+    with pytest.raises(ValueError, match="alpha=.*is invalid"):
+        compare(study, alpha=0.05, significance=0.05)
+
+
 def test_divergence_is_counted_and_small_groups_are_flagged_not_tested():
     study = make_study({("vae", 0.0): dict(n=8), ("powerlaw", 1.5): dict(n=8, diverge={0, 3, 5}),
                         ("powerlaw_clamp", 1.0): dict(n=2)})

@@ -49,7 +49,7 @@ def comparison(rows, frontier=None, data_gamma=math.nan, data_alpha=math.nan, he
     return SimpleNamespace(
         metric=metric, baseline="vae", groups=groups, per_trial=per_trial if per_trial is not None else pd.DataFrame(),
         tests=pd.DataFrame(), headline=headline if headline is not None else groups, stable_lr=None, targets={},
-        context_keys=list(CONTEXT), group_keys=list(GROUP_KEYS), alpha=0.05, min_seeds=3, notes=[],
+        context_keys=list(CONTEXT), group_keys=list(GROUP_KEYS), significance=0.05, min_seeds=3, notes=[],
         frontier=frontier if frontier is not None else pd.DataFrame(), frontier_keys=["dataset", "latent_dim", "lr"],
         data_gamma=data_gamma, data_alpha=data_alpha)
 

@@ -226,7 +226,7 @@ def test_median_of_differences_with_infinities_of_both_signs():
 def test_matching_nothing_keeps_the_columns():
     """A frontier context with no trial of some seed: the empty match must still have its columns
     (pandas reads an empty object-dtype mask as a column selection)."""
-    from analysis.compare import _match
+    from analysis.groups import match as _match
     df = pd.DataFrame({"lr": [0.1, 0.2], "seed": [0, 1], "rate": [1.0, 2.0]})
     none = _match(df, ["lr", "seed"], [0.3, 0])
     assert none.empty and list(none.columns) == ["lr", "seed", "rate"]

@@ -1,0 +1,150 @@
+"""What ``compare`` compares with what: the usable trials and their curves, each context's baseline
+group and target, and each group's comparison epoch (equal budgets: the last epoch every compared,
+non-diverged trial of the group and its baseline reached)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+import pandas as pd
+
+from plvae import metrics as M
+
+from analysis.columns import ASHA_STOPPED, FINAL, REPLICATE_PARAMS, TOTAL_LOSSES
+from analysis.curves import trial_curves
+from analysis.groups import context_text, group_key, keys, masked, same, unkey
+from analysis.load import Study
+from analysis.tune_files import TRIAL_ID
+
+
+@dataclass
+class Pairing:
+    """What every step of ``compare`` shares: the options, the keys, each trial's curves, the
+    groups and their baselines, targets and comparison epochs (``build``, then
+    ``find_baselines`` and ``find_targets``; the epochs as the per-trial table is made)."""
+
+    metric: str
+    baseline: str
+    significance: float
+    min_seeds: int
+    holm_family: str
+    n_resamples: int
+    seed: int
+    context_keys: list
+    variant_keys: list
+    reps: list
+    curves: dict                 # trial id -> TrialCurves
+    group_trials: dict           # group key -> its trials (rows of the masked trials table)
+    base_of: dict = field(default_factory=dict)    # context -> the baseline group's key
+    targets: dict = field(default_factory=dict)    # context -> target value
+    epochs: dict = field(default_factory=dict)     # group key -> comparison epoch
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def group_keys(self) -> list:
+        return self.context_keys + self.variant_keys
+
+    @property
+    def total_loss(self) -> bool:
+        return self.metric in TOTAL_LOSSES
+
+    def context(self, key: tuple) -> tuple:
+        return key[:len(self.context_keys)]
+
+    def common_epoch(self, tids) -> float:
+        """The last epoch every non-diverged trial of these reached (all diverged: the longest)."""
+        lasts = [self.curves[t].last for t in tids if not math.isfinite(self.curves[t].diverged_at)]
+        return float(min(lasts)) if lasts else float(max((self.curves[t].last for t in tids), default=0.0))
+
+    def at(self, tid, epoch: float, target: float) -> dict:
+        """A trial's quantities as of `epoch` (cached: the baseline's are asked for once per pair)."""
+        k = (tid, epoch, target)
+        if k not in self.cache:
+            self.cache[k] = self.curves[tid].at(epoch, target)
+        return self.cache[k]
+
+    def frame(self, key: tuple, epoch: float) -> pd.DataFrame:
+        """A group's trials as a frame of quantities at `epoch` (the baseline at a pair's epoch)."""
+        target = self.targets[self.context(key)]
+        return pd.DataFrame([{**{k: r[k] for k in self.reps}, **self.at(r[TRIAL_ID], epoch, target),
+                              ASHA_STOPPED: r["status"] == M.EARLY_STOPPED}
+                             for r in self.group_trials[key].to_dict("records")])
+
+    def find_baselines(self, baseline_params: Optional[dict]) -> None:
+        """Each context's baseline group (the one baseline_params picks, when given)."""
+        for key, g in self.group_trials.items():
+            if g["variant"].iloc[0] != self.baseline:
+                continue
+            rec = unkey(self.group_keys, key)
+            if baseline_params:
+                for k in baseline_params:
+                    if k not in g.columns:
+                        raise ValueError(f"baseline_params key {k!r} is not a trial parameter")
+                if not all(same(rec[k], v) for k, v in baseline_params.items()):
+                    continue
+            ctx = self.context(key)
+            if ctx in self.base_of:
+                raise ValueError(f"baseline {self.baseline!r} has several groups in context "
+                                 f"{dict(zip(self.context_keys, ctx))}; pass baseline_params (e.g. {{'gamma': 0.0}}) "
+                                 f"to pick one")
+            self.base_of[ctx] = key
+
+    def find_targets(self, target: Union[None, float, dict], notes: list) -> None:
+        """The target per context: as given, else the baseline's median final value (its diverged
+        trials count as +inf: they never reach anything, and are not left out)."""
+        for key in self.group_trials:
+            ctx = self.context(key)
+            if ctx in self.targets:
+                continue
+            if isinstance(target, dict):
+                self.targets[ctx] = float(target.get(ctx, math.nan))
+            elif target is not None:
+                self.targets[ctx] = float(target)
+            elif ctx in self.base_of:
+                bt = self.group_trials[self.base_of[ctx]][TRIAL_ID]
+                e = self.common_epoch(bt)
+                finals = [self.curves[t].at(e, math.nan)[FINAL] for t in bt]
+                med = float(np.median(finals)) if finals else math.nan
+                self.targets[ctx] = med if math.isfinite(med) else math.nan
+                if finals and not math.isfinite(med):
+                    notes.append(f"the baseline diverged in at least half its seeds at "
+                                 f"{context_text(self.context_keys, ctx, empty='the study')}: "
+                                 f"no target for epochs to target there.")
+            else:
+                self.targets[ctx] = math.nan
+
+
+def _usable(trials: pd.DataFrame, group_keys: list, notes: list) -> pd.DataFrame:
+    """Finished trials, prior parameters a variant ignores masked, one trial per seed per group:
+    the baseline at gamma 0 and gamma 1 is one configuration."""
+    usable = masked(trials[~trials["status"].isin([M.ERRORED, M.RUNNING])])
+    reps = [c for c in REPLICATE_PARAMS if c in usable.columns]
+    dup = usable.duplicated(group_keys + reps, keep="first") if reps else pd.Series(False, index=usable.index)
+    if dup.any():
+        notes.append(f"{int(dup.sum())} trial(s) repeat a configuration and seed already in their group "
+                     f"(e.g. the baseline at several gammas it ignores); the first of each was kept.")
+    usable = usable[~dup]
+    if usable.empty:
+        raise ValueError("no finished trials to compare (all errored or still running)")
+    return usable
+
+
+def build(study: Study, metric: str, baseline: str, significance: float, min_seeds: int, holm_family: str,
+           n_resamples: int, seed: int, notes: list) -> Pairing:
+    """The keys, the usable trials' curves and their groups."""
+    context_keys, variant_keys = keys(study.trials, study.swept)
+    group_keys = context_keys + variant_keys
+    trials = _usable(study.trials, group_keys, notes)
+    hist_by_trial = {tid: h for tid, h in study.history.groupby(TRIAL_ID, sort=False)}
+    empty_hist = study.history.iloc[:0]
+    curves = {rec[TRIAL_ID]: trial_curves(rec, hist_by_trial.get(rec[TRIAL_ID], empty_hist), metric)
+              for rec in trials.to_dict("records")}
+    trials = trials.assign(_g=[group_key(r) for r in zip(*[trials[k] for k in group_keys])])
+    return Pairing(metric=metric, baseline=baseline, significance=significance, min_seeds=min_seeds,
+                  holm_family=holm_family, n_resamples=n_resamples, seed=seed, context_keys=context_keys,
+                  variant_keys=variant_keys, reps=[c for c in REPLICATE_PARAMS if c in trials.columns],
+                  curves=curves, group_trials={key: g for key, g in trials.groupby("_g", sort=True)})
+
+
