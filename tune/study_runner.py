@@ -209,6 +209,7 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
         name=cfg.study_name, storage_path=cfg.storage_path, progress_reporter=progress_reporter(cfg),
         verbose=cfg.verbose, failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+        sync_config=tune.SyncConfig(sync_artifacts=True),   # each trial's images (tune.trainable.trial_artifact_dir)
         callbacks=tracking_callbacks(cfg))
     tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=num_samples,
                                   trial_dirname_creator=trial_dirname, trial_name_creator=trial_name,
