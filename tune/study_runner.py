@@ -112,10 +112,13 @@ def optuna_search(cfg: StudyConfig, extra: dict):
     """TPE over the study's space, its history kept in the journal file, at most
     ``max_concurrent(cfg)`` trials at once (default 4): TPE learns only from finished trials, and
     with no limit Tune would sample every trial before the first result, a random search."""
-    from ray.tune.search.optuna import OptunaSearch
+    from tune.optuna_study import StudyOptunaSearch, name_objective
 
-    search = OptunaSearch(space=OptunaSpace(cfg.to_dict(), extra), metric=STUDY_OBJECTIVE, mode="min",
-                          seed=cfg.search_seed, study_name=cfg.study_name, storage=optuna_storage(cfg))
+    storage = optuna_storage(cfg)
+    name_objective(storage, cfg.study_name)   # early-stopped trials PRUNED, Tune ids kept (tune/optuna_study.py)
+    search = StudyOptunaSearch(space=OptunaSpace(cfg.to_dict(), extra), metric=STUDY_OBJECTIVE, mode="min",
+                               seed=cfg.search_seed, study_name=cfg.study_name, storage=storage,
+                               max_t=cfg.max_epochs)
     return ConcurrencyLimiter(search, max_concurrent=max_concurrent(cfg))
 
 
