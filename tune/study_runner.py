@@ -27,6 +27,7 @@ from plvae import metrics as M
 from plvae.config import ConfigError
 from tune.cli import max_concurrent, plan
 from tune.reporting import STUDY_OBJECTIVE
+from tune.seed_asha import SeedGroupedASHA, group_size
 from tune.auth_token import secure_auth_token
 from tune.study_config import StudyConfig, StudyError, is_uri
 from tune.study_data import load_and_measure
@@ -192,6 +193,10 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=STUDY_OBJECTIVE, mode="min",
                                   max_t=cfg.max_epochs, grace_period=cfg.grace_period,
                                   reduction_factor=cfg.reduction_factor)
+    elif cfg.scheduler == "seed_asha":   # ASHA deciding per configuration over its seeds (tune/seed_asha.py)
+        scheduler = SeedGroupedASHA(metric=STUDY_OBJECTIVE, mode="min", max_t=cfg.max_epochs,
+                                    grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor,
+                                    group_size=group_size(trials))
     else:
         scheduler = FIFOScheduler()
     if cfg.search == "grid":
