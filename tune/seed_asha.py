@@ -13,7 +13,10 @@ group, and the group is what is ranked, continued or stopped:
   judged there before it (ASHA's cutoff, over groups); worse, and the whole group is stopped;
 - a stopped group's trials stop at their next result, all of them; a kept group runs on together.
 
-So a configuration always has all its seeds at equal epochs, and paired comparisons keep full n.
+So every seed of a configuration has a value at every rung the configuration passed, a kept
+configuration runs every seed to the end, and paired comparisons keep full n at equal epochs (a
+stopped configuration's seeds may end one epoch apart - the one that waited trained on - but both
+hold the rung's epoch, where the group was compared).
 
 The cost: a trial that reaches a rung before its siblings trains on (CONTINUE) until the last
 sibling reaches the rung; should the group then be stopped, the epochs it ran past the rung are
