@@ -23,6 +23,7 @@ from ray import tune
 
 from plvae import metrics as M
 from plvae.config import TrialConfig
+from tune.hparams import write_hparams
 from tune.reporting import ACCELERATOR, ASSIGNED_GPUS, CHECKPOINT_FILE, NODE_ID
 
 RAY_CHECKPOINT_LOGGER = "ray.train._internal.storage"   # where Ray 2.60 logs each persisted checkpoint
@@ -53,6 +54,7 @@ def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAU
     callbacks = [StudyReportCallback(metric, facts)]
     if images:
         callbacks.append(ReconstructionImages(log_dir=trial_artifact_dir()))
+    write_hparams(trial_artifact_dir(), config)   # TensorBoard HParams for grid studies too (tune/hparams.py)
     with ExitStack() as stack:
         # Ray logs "Checkpoint successfully created at: ..." for every epoch of every trial, which
         # buries the study's own output; quiet for this trial only (restored when it ends).
