@@ -15,7 +15,7 @@ group, and the group is what is ranked, continued or stopped:
 
 So every seed of a configuration has a value at every rung the configuration passed, a kept
 configuration runs every seed to the end, and paired comparisons keep full n at equal epochs (a
-stopped configuration's seeds may end one epoch apart - the one that waited trained on - but both
+stopped configuration's seeds may end epochs apart - the one that waited trained on - but all
 hold the rung's epoch, where the group was compared).
 
 The cost: a trial that reaches a rung before its siblings trains on (CONTINUE) until the last
