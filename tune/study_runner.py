@@ -172,10 +172,10 @@ def tracking_callbacks(cfg: StudyConfig) -> list:
     experiment named after the study, with the trial's params and every reported metric."""
     callbacks = []
     if cfg.mlflow:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        from tune.mlflow_tracking import StudyMLflowLogger   # config as params only; outcome, epochs as tags
 
-        callbacks.append(MLflowLoggerCallback(tracking_uri=cfg.mlflow, experiment_name=cfg.study_name,
-                                              tags={"plvae_study": cfg.study_name}))
+        callbacks.append(StudyMLflowLogger(tracking_uri=cfg.mlflow, experiment_name=cfg.study_name,
+                                           tags={"plvae_study": cfg.study_name}, max_epochs=cfg.max_epochs))
     if cfg.wandb:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
