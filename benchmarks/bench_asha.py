@@ -30,6 +30,18 @@ should be tuned by.
     .venv/bin/python benchmarks/bench_asha.py [--preset quick] [--json benchmarks/results/asha.json]
         [-- extra run_study options, e.g. --variants vae,powerlaw_clamp --epochs 8]
     .venv/bin/python benchmarks/bench_asha.py --quick     # a 4-trial, 2-epoch smoke run (minutes)
+
+Seed-grouped ASHA (``--scheduler seed_asha``, tune/seed_asha.py) against ASHA and FIFO, ``--runs N``
+times each, on one study (``compare_schedulers``): per run and scheduler, the trial-epochs, whether
+FIFO's best configuration (the lowest median over its seeds of the final metric, KL variants) ran
+every seed to the last epoch ("kept"), the scheduler's own best configuration among those it ran
+to the end with every seed (its answer at full n), and how many configurations end with their
+seeds at unequal epochs (what breaks a paired comparison):
+
+    .venv/bin/python benchmarks/bench_asha.py --runs 3 [--json ...] [-- run_study options]
+
+Trials are seeded, so FIFO's curves do not change from run to run: later runs may leave FIFO out
+(``--schedulers asha,seed_asha --reference <an earlier run's json>``, its FIFO row as reference).
 """
 from __future__ import annotations
 
@@ -191,6 +203,91 @@ def replay_asha(fifo: dict, grace: int, rf: float, max_t: int, slots: int) -> di
             "sim_time_s": now}
 
 
+def configurations(run: dict) -> dict:
+    """{configuration (variant, gamma): {seed: (epochs reached, last METRIC, last objective)}}."""
+    out: dict = {}
+    for c in run["curves"].values():
+        key = (c["config"]["variant"], c["config"]["gamma"])
+        out.setdefault(key, {})[c["config"]["seed"]] = (max(c["iters"]), c["values"][-1], c["objective"][-1])
+    return out
+
+
+def best_configuration(run: dict, full_only: bool) -> tuple | None:
+    """The ranked configuration with the lowest median final METRIC over its seeds (every seed
+    finite); full_only: among those whose every seed reached the last epoch."""
+    best = None
+    for key, seeds in configurations(run).items():
+        if VARIANTS.get(key[0]) is not None and VARIANTS[key[0]].divergence == W2:
+            continue
+        if full_only and any(e < run["max_epochs"] for e, _, _ in seeds.values()):
+            continue
+        vals = [v for _, v, o in seeds.values() if v is not None and math.isfinite(v) and o < 1e5]
+        if len(vals) == len(seeds):
+            best = min(best or (math.inf, None), (float(np.median(vals)), key))
+    return best
+
+
+def scheduler_figures(run: dict, fifo_best_key: tuple) -> dict:
+    confs = configurations(run)
+    best = best_configuration(run, full_only=True)
+    return {"trial_epochs": trial_epochs(run["curves"]), "wall_s": round(run["wall_s"], 1), "exit_status": run["rc"],
+            "fifo_best_kept": all(e == run["max_epochs"] for e, _, _ in confs[fifo_best_key].values()),
+            "best_at_full_n": list(best[1]) if best else None, "best_median": best[0] if best else None,
+            "configs_with_unequal_seed_epochs": sum(len({e for e, _, _ in s.values()}) > 1 for s in confs.values()),
+            "configs_with_every_seed_at_the_end": sum(all(e == run["max_epochs"] for e, _, _ in s.values())
+                                                      for s in confs.values()),
+            "seed_epochs": {f"{k[0]} {k[1]:g}": [s[seed][0] for seed in sorted(s)] for k, s in confs.items()},
+            "configs": len(confs)}
+
+
+def compare_schedulers(args, base: list[str], argv) -> int:
+    """fifo, asha and seed_asha, args.runs times each, on one Ray (see the module docstring)."""
+    import ray
+
+    storage = tempfile.mkdtemp(prefix="bench_asha_")
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    runs, schedulers = [], args.schedulers.split(",")
+    ref = None
+    if "fifo" not in schedulers:   # FIFO's best configuration and trial-epochs from an earlier run
+        ref = next(f for f in json.loads(Path(args.reference).read_text())["runs"] if f["scheduler"] == "fifo")
+    try:
+        for r in range(args.runs):
+            runs.append({s: run_study(base, storage, f"{s}{r}", s) for s in schedulers})
+            print(f"run {r + 1}: " + ", ".join(f"{s} {x['wall_s']:.0f} s" for s, x in runs[-1].items()), file=sys.stderr)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(storage, ignore_errors=True)
+    table = []
+    for r, run in enumerate(runs):
+        if ref is None:
+            fifo_best = best_configuration(run["fifo"], full_only=True)
+            fifo_epochs = trial_epochs(run["fifo"]["curves"])
+        else:
+            fifo_best, fifo_epochs = (ref["best_median"], tuple(ref["best_at_full_n"])), ref["trial_epochs"]
+        for s, x in run.items():
+            f = scheduler_figures(x, fifo_best[1])
+            f.update(run=r + 1, scheduler=s, ratio=round(f["trial_epochs"] / fifo_epochs, 3),
+                     same_answer_as_fifo=f["best_at_full_n"] == list(fifo_best[1]))
+            table.append(f)
+    print("| run | scheduler | trial-epochs | / FIFO | FIFO's best kept | best at full n | same as FIFO | "
+          "configs with unequal seed epochs | configs with every seed at the end | wall (s) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
+    for f in table:
+        print(f"| {f['run']} | {f['scheduler']} | {f['trial_epochs']} | {f['ratio']} | {f['fifo_best_kept']} | "
+              f"{f['best_at_full_n']} | {f['same_answer_as_fifo']} | {f['configs_with_unequal_seed_epochs']}"
+              f"/{f['configs']} | {f['configs_with_every_seed_at_the_end']}/{f['configs']} | {f['wall_s']:.0f} |")
+        print(f"  seed epochs per configuration: {f['seed_epochs']}")
+    out = {"command": "python " + " ".join(["benchmarks/bench_asha.py"] + (argv if argv is not None else sys.argv[1:])),
+           "study_options": base, "machine": f"{platform.node()}: {os.cpu_count()} CPUs ({cpu_model()})",
+           "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+           "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "metric": METRIC, "runs": table,
+           "fifo_reference": args.reference}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return 0 if all(f["exit_status"] == 0 for f in table) else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quick")
@@ -201,12 +298,19 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="a 4-trial, 2-epoch grid (vae, powerlaw_clamp) to check the script runs; not a measurement")
     ap.add_argument("study_args", nargs="*", help="extra run_study.py options (after --)")
+    ap.add_argument("--runs", type=int, default=0,
+                    help="compare fifo, asha and seed_asha, this many runs each (compare_schedulers), and stop")
+    ap.add_argument("--schedulers", default="fifo,asha,seed_asha", help="with --runs: the schedulers to run")
+    ap.add_argument("--reference", default=None,
+                    help="with --runs and no fifo in --schedulers: an earlier --json whose fifo row is the reference")
     args = ap.parse_args(argv)
     base = ["--preset", args.preset, *(QUICK_STUDY if args.quick else []), *args.study_args]
     if args.quick:
         args.replay = "1:2,1:3"
     for key, value in study_environment().items():   # the entry point's settings, and the clock
         os.environ.setdefault(key, value)
+    if args.runs:
+        return compare_schedulers(args, base, argv)
     import ray
 
     storage = tempfile.mkdtemp(prefix="bench_asha_")

@@ -28,7 +28,7 @@ def test_optuna_study_lives_in_a_journal_beside_the_results_and_survives_a_resum
     for i in range(3):
         config = search.suggest(f"t{i}")
         assert config["variant"] in ("vae", "powerlaw_clamp")
-        search.on_trial_complete(f"t{i}", {STUDY_OBJECTIVE: 1.0 - 0.1 * i, "training_iteration": 1})
+        search.on_trial_complete(f"t{i}", {STUDY_OBJECTIVE: 1.0 - 0.1 * i, "training_iteration": cfg.max_epochs})
     journal = tmp_path / "opt" / OPTUNA_JOURNAL
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     study = optuna.load_study(study_name="opt", storage=storage)   # what optuna-dashboard reads
@@ -36,7 +36,7 @@ def test_optuna_study_lives_in_a_journal_beside_the_results_and_survives_a_resum
     # --resume: Tune restores the pickled searcher, which writes on into the same journal
     again = pickle.loads(pickle.dumps(search))
     again.suggest("t3")
-    again.on_trial_complete("t3", {STUDY_OBJECTIVE: 0.5, "training_iteration": 1})
+    again.on_trial_complete("t3", {STUDY_OBJECTIVE: 0.5, "training_iteration": cfg.max_epochs})
     assert len(optuna.load_study(study_name="opt", storage=storage).trials) == 4
 
 
@@ -47,3 +47,30 @@ def test_concurrency_default_is_capped_by_the_samples_and_the_user_wins(tmp_path
     assert max_concurrent(cfg) == 2 and "max concurrent: 2" in describe(cfg, [])
     grid, _ = config_from_args(["--storage-path", str(tmp_path)])
     assert max_concurrent(grid) is None    # a grid runs as resources allow
+
+
+def test_early_stopped_trials_are_pruned_the_objective_named_and_tune_ids_kept(tmp_path):
+    """A trial ASHA stopped after epoch 1 of 4 is PRUNED (its value: the last intermediate one);
+    one that ran all 4 epochs, or diverged early, is COMPLETE; the objective is named; every Optuna
+    trial names its Tune trial."""
+    from tune.optuna_study import TUNE_TRIAL_ID
+    from tune.reporting import DIVERGED_OBJECTIVE
+
+    cfg = optuna_cfg(tmp_path, "--epochs", "4")
+    search = optuna_search(cfg, {})
+    ends = {"full": (4, 0.5, 0.0), "stopped": (1, 0.9, 0.0), "diverged": (2, DIVERGED_OBJECTIVE, 1.0)}
+    for tid, (epochs, value, diverged) in ends.items():
+        search.suggest(tid)
+        for it in range(1, epochs + 1):
+            result = {STUDY_OBJECTIVE: value, "training_iteration": it, "diverged": diverged}
+            search.on_trial_result(tid, result)
+        search.on_trial_complete(tid, result)
+    journal = tmp_path / "opt" / OPTUNA_JOURNAL
+    study = optuna.load_study(study_name="opt", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))
+    by = {t.user_attrs[TUNE_TRIAL_ID]: t for t in study.trials}
+    assert set(by) == set(ends)
+    assert by["stopped"].state == optuna.trial.TrialState.PRUNED
+    assert by["full"].state == by["diverged"].state == optuna.trial.TrialState.COMPLETE
+    assert by["full"].value == 0.5 and by["diverged"].value == DIVERGED_OBJECTIVE
+    assert study.metric_names == [STUDY_OBJECTIVE]

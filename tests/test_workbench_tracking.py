@@ -111,6 +111,10 @@ def test_tiny_study_logs_images_to_tensorboard_trials_to_mlflow_and_analysis_dra
     assert len(runs) == 2
     assert sorted(runs["params.variant"]) == ["powerlaw_clamp", "vae"]
     assert runs["metrics.val_loss"].notna().all() and (runs["metrics.training_iteration"] == 2).all()
+    # The configuration as params, never as metrics; the outcome and the epochs run as tags.
+    assert not [c for c in runs.columns if c.startswith("metrics.config")], list(runs.columns)
+    assert (runs["params.lr"] == "0.001").all()
+    assert (runs["tags.outcome"] == "completed").all() and (runs["tags.epochs"] == "2").all()
 
     if WANDB:   # W&B, offline: one run per trial, written beside the results, with the trial's metrics
         runs = sorted((exp / "wandb").glob("offline-run-*"))

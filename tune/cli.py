@@ -162,7 +162,8 @@ _HELP = {
     "--search": "grid (deduplicated Cartesian product) or optuna (TPE over the sweep lists' ranges)",
     "--num-samples": "optuna: number of trials (default 16)",
     "--search-seed": "optuna: the sampler's seed",
-    "--scheduler": "asha (early stopping, default) or fifo (every trial to the end)",
+    "--scheduler": "asha (early stopping per trial, default), seed_asha (early stopping per configuration, on the "
+                   "median over its seeds: every seed stops together) or fifo (every trial to the end)",
     "--grace-period": "asha: epochs every trial runs before it can be stopped",
     "--reduction-factor": "asha: keep 1 in this many trials at each rung (> 1)",
     # resources
@@ -319,7 +320,7 @@ def config_from_args(argv: Optional[Sequence[str]] = None) -> tuple[StudyConfig,
     args.given, args.notes = given, []
     args.explicit_name = cfg.study_name is not None
     # A grace period the user never set (the preset's) is clamped to the epochs they asked for.
-    if cfg.scheduler == "asha" and "grace_period" not in {f for _, f in given} and is_int(cfg.grace_period) \
+    if cfg.scheduler != "fifo" and "grace_period" not in {f for _, f in given} and is_int(cfg.grace_period) \
             and is_int(cfg.max_epochs) and 1 <= cfg.max_epochs < cfg.grace_period:
         args.notes.append(f"note: grace_period {cfg.grace_period} (from the preset) clamped to max_epochs="
                           f"{cfg.max_epochs}")

@@ -24,7 +24,7 @@ from tune.sweeps import (ALPHA_GAMMA, DEFAULT_MAX_TRIALS, INT_SWEEPS, SWEEP_LIST
                          count_trials, grid_trials, probe_value)
 
 SEARCHES = ("grid", "optuna")
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("asha", "seed_asha", "fifo")
 # What a study may minimise: the per-stage losses (ASHA and Optuna run with mode="min").
 STUDY_METRICS = tuple(m for m in (M.metric(stage, name) for stage in (M.VAL, M.TRAIN)
                                   for name in (M.RECON_MU, M.LOSS, M.RECON, M.DIVERGENCE))
@@ -267,7 +267,7 @@ class StudyConfig:
         check("max_trials", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1")
         check("search_seed", lambda v: is_int(v) and v >= 0, "an integer >= 0")
         # The grace period only means something to ASHA: a FIFO study of 1 epoch must not fail on it.
-        check("grace_period", lambda v: is_int(v) and v >= 1 and (self.scheduler != "asha" or v <= self.max_epochs),
+        check("grace_period", lambda v: is_int(v) and v >= 1 and (self.scheduler == "fifo" or v <= self.max_epochs),
               f"an integer in [1, max_epochs={self.max_epochs}]")
         check("reduction_factor", lambda v: is_finite_number(v) and v > 1, "a number > 1")
         check("cpus_per_trial", lambda v: is_int(v) and v >= 1, "an integer >= 1 (torch's threads per trial)")

@@ -25,6 +25,7 @@ from plvae import metrics as M
 from plvae import study_files as F
 from plvae.config import ConfigError
 from tune.reporting import STUDY_OBJECTIVE
+from tune.seed_asha import SeedGroupedASHA, group_size
 from tune.auth_token import secure_auth_token
 from tune.errors import StudyError
 from tune.plan import max_concurrent, plan
@@ -112,10 +113,13 @@ def optuna_search(cfg: StudyConfig, extra: dict):
     """TPE over the study's space, its history kept in the journal file, at most
     ``max_concurrent(cfg)`` trials at once (default 4): TPE learns only from finished trials, and
     with no limit Tune would sample every trial before the first result, a random search."""
-    from ray.tune.search.optuna import OptunaSearch
+    from tune.optuna_study import StudyOptunaSearch, name_objective
 
-    search = OptunaSearch(space=OptunaSpace(cfg.to_dict(), extra), metric=STUDY_OBJECTIVE, mode="min",
-                          seed=cfg.search_seed, study_name=cfg.study_name, storage=optuna_storage(cfg))
+    storage = optuna_storage(cfg)
+    name_objective(storage, cfg.study_name)   # early-stopped trials PRUNED, Tune ids kept (tune/optuna_study.py)
+    search = StudyOptunaSearch(space=OptunaSpace(cfg.to_dict(), extra), metric=STUDY_OBJECTIVE, mode="min",
+                               seed=cfg.search_seed, study_name=cfg.study_name, storage=storage,
+                               max_t=cfg.max_epochs)
     return ConcurrencyLimiter(search, max_concurrent=max_concurrent(cfg))
 
 
@@ -169,10 +173,10 @@ def tracking_callbacks(cfg: StudyConfig) -> list:
     experiment named after the study, with the trial's params and every reported metric."""
     callbacks = []
     if cfg.mlflow:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        from tune.mlflow_tracking import StudyMLflowLogger   # config as params only; outcome, epochs as tags
 
-        callbacks.append(MLflowLoggerCallback(tracking_uri=cfg.mlflow, experiment_name=cfg.study_name,
-                                              tags={"plvae_study": cfg.study_name}))
+        callbacks.append(StudyMLflowLogger(tracking_uri=cfg.mlflow, experiment_name=cfg.study_name,
+                                           tags={"plvae_study": cfg.study_name}, max_epochs=cfg.max_epochs))
     if cfg.wandb:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
@@ -190,6 +194,10 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
         scheduler = ASHAScheduler(time_attr=F.TRAINING_ITERATION, metric=STUDY_OBJECTIVE, mode="min",
                                   max_t=cfg.max_epochs, grace_period=cfg.grace_period,
                                   reduction_factor=cfg.reduction_factor)
+    elif cfg.scheduler == "seed_asha":   # ASHA deciding per configuration over its seeds (tune/seed_asha.py)
+        scheduler = SeedGroupedASHA(metric=STUDY_OBJECTIVE, mode="min", max_t=cfg.max_epochs,
+                                    grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor,
+                                    group_size=group_size(trials))
     else:
         scheduler = FIFOScheduler()
     if cfg.search == "grid":
@@ -210,6 +218,7 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
         name=cfg.study_name, storage_path=cfg.storage_path, progress_reporter=progress_reporter(cfg),
         verbose=cfg.verbose, failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+        sync_config=tune.SyncConfig(sync_artifacts=True),   # each trial's images (tune.trainable.trial_artifact_dir)
         callbacks=tracking_callbacks(cfg))
     tune_config = tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=num_samples,
                                   trial_dirname_creator=trial_dirname, trial_name_creator=trial_name,

@@ -24,6 +24,7 @@ from ray import tune
 from plvae import metrics as M
 from plvae.config import TrialConfig
 from plvae.device import training_device
+from tune.hparams import write_hparams
 from tune.reporting import ACCELERATOR, ASSIGNED_GPUS, CHECKPOINT_FILE, NODE_ID
 
 RAY_CHECKPOINT_LOGGER = "ray.train._internal.storage"   # where Ray 2.60 logs each persisted checkpoint
@@ -34,8 +35,9 @@ def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAU
     """One trial: config is a flat TrialConfig dict; data maps plvae.data.data_key -> DataSplits,
     built once per study and read from the object store zero-copy (None: the trial loads its own).
     images: reconstructions and prior samples to TensorBoard each epoch, into the trial's folder
-    beside Tune's own events (plvae.callbacks.ReconstructionImages). A trial given a GPU trains on
-    it or errors in one line (plvae.device); allow_cpu_fallback: on the CPU then (rehearsals)."""
+    beside Tune's own events (plvae.callbacks.ReconstructionImages, through ``trial_artifact_dir``). A
+    trial given a GPU trains on it or errors in one line (plvae.device); allow_cpu_fallback: on the
+    CPU then (rehearsals)."""
     from plvae.callbacks import ReconstructionImages
     from plvae.data import data_key
     from plvae.model import train
@@ -53,7 +55,8 @@ def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAU
              ASSIGNED_GPUS: float(ctx.get_assigned_resources().get("GPU", 0.0))}
     callbacks = [StudyReportCallback(metric, facts)]
     if images:
-        callbacks.append(ReconstructionImages(log_dir=tune.get_context().get_trial_dir()))
+        callbacks.append(ReconstructionImages(log_dir=trial_artifact_dir()))
+    write_hparams(trial_artifact_dir(), config)   # TensorBoard HParams for grid studies too (tune/hparams.py)
     with ExitStack() as stack:
         # Ray logs "Checkpoint successfully created at: ..." for every epoch of every trial, which
         # buries the study's own output; quiet for this trial only (restored when it ends).
@@ -67,6 +70,16 @@ def train_trial(config: dict, data: Optional[dict] = None, metric: str = M.DEFAU
             ckpt_path = os.path.join(ckpt_dir, CHECKPOINT_FILE)
         train(cfg, data=splits, callbacks=callbacks, logger=False, ckpt_path=ckpt_path,
               accelerator=accelerator, devices=1)
+
+
+def trial_artifact_dir() -> str:
+    """This trial's working directory, whose files Ray copies into the trial's folder in the storage
+    path at every checkpointed report and when the trial ends (the study's RunConfig turns on
+    ``SyncConfig(sync_artifacts=True)``), from any node. Not ``get_trial_dir()``: Ray 2.60 gives the
+    first trial of a worker the driver's staging folder, and every later trial a reused worker runs
+    its working directory, which without the sync never left Ray's temp folder (issue 22: images
+    for 2 trials of 36)."""
+    return tune.get_context().get_storage().trial_working_directory
 
 
 # glibc's mallopt parameters (malloc.h) and the values set for a trial's worker process.
