@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 import warnings
 from typing import Iterable, Optional, Union
 
@@ -54,6 +55,8 @@ class PowerLawVAE(pl.LightningModule):
         self._val_mus: list[torch.Tensor] = []
         self._train_sums: dict[str, torch.Tensor] = {}
         self._train_n = 0
+        self._clock_start: Optional[float] = None   # perf_counter at this run's first training step
+        self._clock_offset = 0.0                     # train_time_s restored from a checkpoint
 
     # ------------------------------------------------------------------ the model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,6 +98,17 @@ class PowerLawVAE(pl.LightningModule):
 
     def on_train_epoch_start(self):
         self._train_sums, self._train_n = {}, 0
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self._clock_start is None:
+            self._clock_start = time.perf_counter()
+
+    def train_time_s(self) -> Optional[float]:
+        """Seconds since the trial's first training step (M.TRAIN_TIME_S), summed over a resumed
+        trial's runs; None before the first step."""
+        if self._clock_start is None:
+            return None
+        return self._clock_offset + time.perf_counter() - self._clock_start
 
     def training_step(self, batch, batch_idx):
         x = self._images(batch)
@@ -172,6 +186,8 @@ class PowerLawVAE(pl.LightningModule):
         if not math.isfinite(values[M.VAL_LOSS]):
             self._mark_diverged()
         values[M.DIVERGED] = float(self.diverged)
+        if self.train_time_s() is not None:
+            values[M.TRAIN_TIME_S] = self.train_time_s()
         values.update(self.initial_metrics)
         for name, value in values.items():
             self.log(name, float(value), on_step=False, on_epoch=True)
@@ -196,12 +212,14 @@ class PowerLawVAE(pl.LightningModule):
                                     M.INITIAL_VAL_RECON_MU: summary[M.VAL_RECON_MU]}
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["plvae"] = {"initial_metrics": self.initial_metrics, "diverged": self.diverged}
+        checkpoint["plvae"] = {"initial_metrics": self.initial_metrics, "diverged": self.diverged,
+                               M.TRAIN_TIME_S: self.train_time_s() or self._clock_offset}
 
     def on_load_checkpoint(self, checkpoint):
         state = checkpoint.get("plvae", {})
         self.initial_metrics = dict(state.get("initial_metrics", {}))
         self.diverged = bool(state.get("diverged", False))
+        self._clock_offset, self._clock_start = float(state.get(M.TRAIN_TIME_S, 0.0)), None
 
 
 def latent_diagnostics(mus: torch.Tensor, prior_scale: torch.Tensor) -> dict[str, float]:
