@@ -24,7 +24,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 # trial hours into a study.
 MAX_SIZE = {"batch_size": 65536, "max_epochs": 100000, "n_train": 10_000_000, "n_val": 10_000_000,
             "image_size": 1024, "enc_out_dim": 65536, "latent_dim": 65536, "num_workers": 256,
-            "hidden_dims": 65536}
+            "hidden_dims": 65536, "warmup_steps": 10_000_000}
 BOOL_FIELDS = ("download", "data_rotate", "first_conv", "maxpool1", "channels_last")
 
 
@@ -59,6 +59,8 @@ class TrialConfig:
     kl_reduction: str = "mean"          # "mean" over all elements (seed) or "sum" over latent dims
     # --- optimisation
     lr: float = 1e-3
+    warmup_steps: int = 0               # linear lr warm-up over this many optimiser steps (0: off)
+    grad_clip_norm: Optional[float] = None  # clip the total gradient norm to this (None: off)
     batch_size: int = 64
     max_epochs: int = 4
     seed: int = 0
@@ -121,6 +123,10 @@ class TrialConfig:
             raise _bad("kl_reduction", self.kl_reduction, ", ".join(REDUCTIONS))
         if not is_finite_number(self.lr) or self.lr <= 0:
             raise _bad("lr", self.lr, "a finite number > 0")
+        if not is_int(self.warmup_steps) or not 0 <= self.warmup_steps <= MAX_SIZE["warmup_steps"]:
+            raise _bad("warmup_steps", self.warmup_steps, f"an integer in [0, {MAX_SIZE['warmup_steps']}] (0: off)")
+        if self.grad_clip_norm is not None and (not is_finite_number(self.grad_clip_norm) or self.grad_clip_norm <= 0):
+            raise _bad("grad_clip_norm", self.grad_clip_norm, "a finite number > 0, or null (off)")
         for name in ("batch_size", "max_epochs", "n_train", "n_val", "image_size", "enc_out_dim"):
             value = getattr(self, name)
             if not is_int(value) or not 1 <= value <= MAX_SIZE[name]:

@@ -145,7 +145,16 @@ class PowerLawVAE(pl.LightningModule):
             self.trainer.should_stop = True
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        """Adam at cfg.lr; with cfg.warmup_steps = w > 1, update s (counted from 0) uses
+        lr * min(1, (s + 1) / w): a linear ramp from lr / w that reaches lr at update w - 1, then
+        constant (torch's LinearLR, stepped by Lightning every optimiser step; its state is in the
+        checkpoint, so a resumed trial continues the ramp). w = 0 or 1 is plain Adam."""
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        w = self.cfg.warmup_steps
+        if w <= 1:
+            return optimizer
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / w, end_factor=1.0, total_iters=w - 1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step", "frequency": 1}}
 
     # ------------------------------------------------------------------ evaluation
     def _val_noise(self, batch_idx: int, n: int, like: torch.Tensor) -> torch.Tensor:
@@ -244,7 +253,8 @@ def make_trainer(cfg: TrialConfig, callbacks: Iterable[pl.Callback] = (), logger
     """A Trainer with the project's defaults: no progress bar or summary (studies run dozens at
     once), no sanity check (the model measures the initial validation loss itself), checkpointing
     left to the caller. It changes no process-wide state; ``train`` quiets Lightning for its own
-    run only (``quiet_lightning``)."""
+    run only (``quiet_lightning``). ``cfg.grad_clip_norm`` is Lightning's own gradient clipping
+    (the total 2-norm over all parameters, torch's clip_grad_norm_); None leaves it off."""
     kwargs = dict(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
@@ -258,6 +268,8 @@ def make_trainer(cfg: TrialConfig, callbacks: Iterable[pl.Callback] = (), logger
         num_sanity_val_steps=0,
         log_every_n_steps=10,
     )
+    if cfg.grad_clip_norm is not None:
+        kwargs.update(gradient_clip_val=cfg.grad_clip_norm, gradient_clip_algorithm="norm")
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)
 

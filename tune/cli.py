@@ -100,6 +100,7 @@ OPTIONS = {
     "--variants": ("variants", str), "--gammas": ("gammas", float), "--latent-dims": ("latent_dims", int),
     "--min-decays": ("min_decays", float), "--clip-dims": ("clip_dims", int),
     "--decay-rates": ("decay_rates", float), "--lrs": ("lrs", float), "--seeds": ("seeds", int),
+    "--warmup-steps": ("warmup_steps", int), "--grad-clip-norms": ("grad_clip_norms", float),
     "--epochs": ("trial.max_epochs", int), "--dataset": ("trial.dataset", str), "--net": ("trial.net", str),
     "--batch-size": ("trial.batch_size", int), "--image-size": ("trial.image_size", int),
     "--channels": ("trial.channels", int), "--n-train": ("trial.n_train", int), "--n-val": ("trial.n_val", int),
@@ -131,6 +132,9 @@ _HELP = {
     "--clip-dims": "powerlaw_clip: rank after which the decay stays flat (list)",
     "--decay-rates": "exponential / linear: the rate r of the decay (list or range)",
     "--lrs": "Adam learning rates (list); sweep them upward to measure stability",
+    "--warmup-steps": "linear learning-rate warm-up over this many optimiser steps (list; 0: off, the default)",
+    "--grad-clip-norms": "clip the total gradient norm to this, Lightning's gradient_clip_val (list; 'none': off, "
+                         "the default)",
     "--kl-coeffs": "beta values (list or range): sweep them to trace the baseline's rate-distortion frontier",
     "--seeds": "training seeds (list or range): each seed is one paired replicate of every variant",
     "--max-trials": "refuse a study of more trials than this (default 5000)",
@@ -189,7 +193,7 @@ _HELP = {
 GROUPS = (
     ("what to sweep", "lists are comma-separated ('0,0.5,1') or ranges start:stop:step, stop excluded",
      ("--variants", "--gammas", "--latent-dims", "--min-decays", "--clip-dims", "--decay-rates", "--lrs",
-      "--kl-coeffs", "--seeds", "--gamma-from-data", "--max-trials")),
+      "--warmup-steps", "--grad-clip-norms", "--kl-coeffs", "--seeds", "--gamma-from-data", "--max-trials")),
     ("the trial (data, net, loss)", "fixed for every trial of the study; --set reaches any other TrialConfig field",
      ("--epochs", "--dataset", "--image-size", "--channels", "--n-train", "--n-val", "--data-dir", "--data-alpha",
       "--data-seed", "--batch-size", "--net", "--enc-out-dim", "--hidden-dims", "--kl-estimator",

@@ -58,6 +58,8 @@ class StudyConfig:
     lrs: list = field(default_factory=lambda: [1e-3])
     kl_coeffs: list = field(default_factory=lambda: [0.1])        # beta: a sweep traces the rate-distortion frontier
     seeds: list = field(default_factory=lambda: [0])
+    warmup_steps: list = field(default_factory=lambda: [0])         # linear lr warm-up steps (0: off)
+    grad_clip_norms: list = field(default_factory=lambda: [None])   # gradient-norm clipping (None: off)
     gamma_from_data: bool = False   # add gamma = alpha/2, alpha measured on the training split
     # Several grids in one study: each entry overrides some sweep lists above; the study runs their union.
     grids: list = field(default_factory=list)

@@ -18,9 +18,12 @@ from plvae.priors import VARIANTS, Variant, matched_gamma
 # Swept TrialConfig field -> the StudyConfig list holding its values, in grid order.
 SWEEPS = {"variant": "variants", "gamma": "gammas", "latent_dim": "latent_dims", "min_decay": "min_decays",
           "clip_dim": "clip_dims", "decay_rate": "decay_rates", "lr": "lrs", "kl_coeff": "kl_coeffs",
-          "seed": "seeds"}
+          "seed": "seeds", "warmup_steps": "warmup_steps", "grad_clip_norm": "grad_clip_norms"}
 SWEEP_LISTS = tuple(SWEEPS.values())
-INT_SWEEPS = {"latent_dim", "clip_dim", "seed"}
+INT_SWEEPS = {"latent_dim", "clip_dim", "seed", "warmup_steps"}
+# Swept fields where None (written none, null or off in a list) is a value: the option is off.
+OPTIONAL_SWEEPS = {"grad_clip_norm"}
+_OFF = ("none", "null", "off")
 TRIAL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)
                   if f.default is not dataclasses.MISSING}
 # Without --max-trials a study refuses a grid larger than this: a typo in a range (0:2:0.00001)
@@ -186,10 +189,15 @@ def parse_values(name: str, text: str, kind=float) -> list:
         return text
     allowed = ("comma-separated numbers or ranges start:stop:step (stop excluded, step > 0)"
                if kind is not str else "comma-separated names")
+    optional = any(SWEEPS[f] == name for f in OPTIONAL_SWEEPS)
+    allowed += "; 'none' (off)" if optional else ""
     out = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             raise bad(name, text, allowed)
+        if optional and part.lower() in _OFF:
+            out.append(None)
+            continue
         if kind is str or (name == "gammas" and ALPHA_GAMMA.match(part)):
             out.append(part)
             continue
