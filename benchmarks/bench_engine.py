@@ -65,10 +65,7 @@ def bare_loop(cfg: TrialConfig, data, val_times: list | None = None) -> list[flo
         {name: float(total) / n for name, total in sums.items()}
         t_val = time.perf_counter()
         model.eval()
-        sums, mus = {}, []
-        for i, x in enumerate(dm.val_dataloader()):
-            model._accumulate(x, i, sums, mus)
-        model._summarise(sums, mus)
+        model.evaluate(dm.val_dataloader())
         times.append(time.perf_counter() - t0)
         if val_times is not None:
             val_times.append(time.perf_counter() - t_val)

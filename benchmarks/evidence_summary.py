@@ -223,13 +223,13 @@ def alpha_table(n_draws: int = 20) -> pd.DataFrame:
     """The natural_patches exponent, honestly: over patch draws (data_seed 0..n_draws-1) of the
     training photos, the fit range, and which photos are measured."""
     from plvae.config import TrialConfig
-    from plvae.data import NATURAL_PHOTOS, NATURAL_TRAIN_PHOTOS, NATURAL_VAL_PHOTOS, _cut_patches
+    from plvae.data import NATURAL_PHOTOS, NATURAL_TRAIN_PHOTOS, NATURAL_VAL_PHOTOS, cut_patches
     from plvae.spectrum import eigenspectrum, fit_power_law
 
     cfg = TrialConfig(dataset="natural_patches", image_size=16, channels=1, n_train=2048)
 
     def alpha(photos, seed, kmin=2, kmax=None):
-        x = _cut_patches(list(photos), 2048, cfg, np.random.SeedSequence(seed).spawn(2)[0])
+        x = cut_patches(list(photos), 2048, cfg, np.random.SeedSequence(seed).spawn(2)[0])
         return fit_power_law(eigenspectrum(x.reshape(len(x), -1)), kmin=kmin, kmax=kmax).alpha
 
     rows = []

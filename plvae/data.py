@@ -134,7 +134,7 @@ def natural_photo(name: str, channels: int) -> np.ndarray:
     return img
 
 
-def _cut_patches(photos: list[str], n: int, cfg: TrialConfig, seed) -> np.ndarray:
+def cut_patches(photos: list[str], n: int, cfg: TrialConfig, seed) -> np.ndarray:
     """n patches: each picks a photo uniformly (so large photos do not dominate), then a uniform
     position inside it, at the photo's native resolution."""
     size = cfg.image_size
@@ -156,8 +156,8 @@ def _cut_patches(photos: list[str], n: int, cfg: TrialConfig, seed) -> np.ndarra
 def _natural_patches(cfg: TrialConfig) -> DataSplits:
     seed_train, seed_val = np.random.SeedSequence(cfg.data_seed).spawn(2)
     return DataSplits(
-        _cut_patches(list(NATURAL_TRAIN_PHOTOS), cfg.n_train, cfg, seed_train),
-        _cut_patches(list(NATURAL_VAL_PHOTOS), cfg.n_val, cfg, seed_val),
+        cut_patches(list(NATURAL_TRAIN_PHOTOS), cfg.n_train, cfg, seed_train),
+        cut_patches(list(NATURAL_VAL_PHOTOS), cfg.n_val, cfg, seed_val),
         {"sources_train": list(NATURAL_TRAIN_PHOTOS), "sources_val": list(NATURAL_VAL_PHOTOS),
          "source": "scikit-image data (skimage.data)"},
     )

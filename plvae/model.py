@@ -181,6 +181,15 @@ class PowerLawVAE(pl.LightningModule):
         out.update(latent_diagnostics(torch.cat(mus), self.prior_scale.float().cpu()))
         return out
 
+    @torch.no_grad()
+    def evaluate(self, batches) -> dict[str, float]:
+        """Validation metrics over an iterable of batches, summed exactly as a validation epoch
+        sums them ({} for no batches): the pre-training loss, and benchmarks of the engine."""
+        sums, mus = {}, []
+        for i, batch in enumerate(batches):
+            self._accumulate(self._images(batch).to(self.device), i, sums, mus)
+        return self._summarise(sums, mus) if sums else {}
+
     def validation_step(self, batch, batch_idx):
         self._accumulate(self._images(batch), batch_idx, self._val_sums, self._val_mus)
 
@@ -211,12 +220,9 @@ class PowerLawVAE(pl.LightningModule):
             return
         was_training = self.training
         self.eval()
-        sums, mus = {}, []
-        for i, batch in enumerate(dm.val_dataloader()):
-            self._accumulate(self._images(batch).to(self.device), i, sums, mus)
+        summary = self.evaluate(dm.val_dataloader())
         self.train(was_training)
-        if sums:
-            summary = self._summarise(sums, mus)
+        if summary:
             self.initial_metrics = {M.INITIAL_VAL_LOSS: summary[M.VAL_LOSS],
                                     M.INITIAL_VAL_RECON_MU: summary[M.VAL_RECON_MU]}
 
