@@ -33,13 +33,12 @@ import numpy as np
 import pandas as pd
 
 from plvae import metrics as M
-from plvae.priors import VARIANT_NAMES, VARIANTS
+from plvae.priors import BASELINE, VARIANTS
 
 from analysis.censored import censor, finished_pairs, gehan_paired, km_median, speedup
 from analysis.load import ITERATION, TIME_TOTAL, TRIAL_ID, Study, final
 from analysis.stats import holm, mcnemar_exact, median_ci, median_inf
 
-BASELINE = VARIANT_NAMES[0]   # "vae"
 ARM_FIELDS = ("variant", "gamma", "min_decay", "clip_dim", "decay_rate", "warmup_steps", "grad_clip_norm")
 CONTEXT_FIELDS = ("study", "dataset", "data_alpha", "image_size", "channels", "latent_dim", "kl_coeff", "net")
 SEED_FIELDS = ("seed", "data_seed")

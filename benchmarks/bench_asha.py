@@ -8,7 +8,7 @@ process and one Ray; only ``--scheduler`` differs. A public ``ray.tune.Callback`
 Ray's RAY_TUNE_CALLBACKS variable, benchmarks/_common.py) notes every result in the order the
 driver received it. Trial-epochs = the sum over trials of the training_iteration each reached.
 The best is taken over the KL variants only: ``powerlaw_wae``'s val_loss is its own (squared W2)
-objective and is never ranked against theirs (DESIGN.md); its trials still count as epochs spent.
+objective and is never ranked against theirs (docs/design.md); its trials still count as epochs spent.
 Figures:
 
 - ``ratio_total``: ASHA's trial-epochs / FIFO's, counted only when ASHA's best final value (each

@@ -457,7 +457,7 @@ def test_compare_real_study(real_study):
     assert c.groups["n"].eq(3).all() and len(c.groups) == 3
     assert not c.tests["significant"].any()  # 3 pairs: no Wilcoxon p can be below 0.25
     assert c.metric == M.VAL_LOSS and c.tests[c.tests.quantity != "spread"]["paired"].all()
-    # gamma = 0 is exactly the baseline (DESIGN.md): the analysis checks it whenever it can
+    # gamma = 0 is exactly the baseline (docs/design.md): the analysis checks it whenever it can
     assert any("powerlaw_clamp at γ = 0 reproduces the baseline" in n for n in c.notes), c.notes
 
 
