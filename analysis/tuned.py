@@ -78,8 +78,9 @@ class Protocol:
 
     @classmethod
     def from_meta(cls, meta: dict) -> Optional["Protocol"]:
-        """The protocol a study recorded (study.json's ``tuning``), or None."""
-        t = meta.get("tuning") or {}
+        """The protocol a study recorded (study.json's ``study_config.tuning``, where the driver keeps
+        the study's configuration; or a top-level ``tuning``), or None."""
+        t = meta.get("tuning") or (meta.get("study_config") or {}).get("tuning") or {}
         if not t:
             return None
         keys = ("tuning_seeds", "evaluation_seeds", "knobs", "metric", "target_fraction", "target_reach",

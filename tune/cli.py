@@ -21,6 +21,7 @@ from tune.errors import StudyError, bad
 from tune.study_config import STUDY_METRICS, StudyConfig
 from tune.plan import OPTUNA_DEFAULT_CONCURRENCY
 from tune.sweeps import INT_SWEEPS, SWEEP_LISTS, SWEEPS, parse_values
+from tune.tuning import protocol_seeds_or
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "quick"
@@ -72,6 +73,8 @@ def apply_mapping(cfg: StudyConfig, data: dict, source: str, given: Optional[lis
                 value = parse_values(key, str(value), kind) if not (key == "variants" and value == "all") else "all"
             setattr(cfg, key, value)
             given.append((f"{source}: {key}", key))
+            if key == "tuning" and "seeds" not in data:   # the protocol's seeds replace earlier ones
+                cfg.seeds = protocol_seeds_or(value, cfg.seeds)
         else:
             raise StudyError(f"{source}: {key}={value!r} is not a study field; allowed: "
                              f"{', '.join(sorted(known + ['epochs']))}")
