@@ -162,8 +162,8 @@ _HELP = {
                              "(confidence intervals then cover the draw of the data)",
     # scheduler and search
     "--metric": f"what ASHA and Optuna minimise: {', '.join(STUDY_METRICS)}",
-    "--search": "grid (deduplicated Cartesian product) or optuna (TPE over the sweep lists' ranges)",
-    "--num-samples": "optuna: number of trials (default 16)",
+    "--search": "grid (deduplicated Cartesian product) or optuna (TPE within one variant over its sweep lists' ranges)",
+    "--num-samples": "optuna: number of suggestions, each run at every seed (default 16)",
     "--search-seed": "optuna: the sampler's seed",
     "--scheduler": "asha (early stopping per trial, default), seed_asha (early stopping per configuration, on the "
                    "median over its seeds: every seed stops together) or fifo (every trial to the end)",

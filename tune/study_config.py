@@ -181,7 +181,7 @@ class StudyConfig:
         check_knobs_swept(self.tuning, {k: {v for _, g in self.each_grid() for v in getattr(g, SWEEPS[k])}
                                         for k in (self.tuning or {}).get("knobs", [])})
         cap = self.max_trials or DEFAULT_MAX_TRIALS
-        n = self.count() if self.search == "grid" else self.num_samples
+        n = self.count() if self.search == "grid" else self.optuna_trials()
         if n > cap:
             raise StudyError(f"trials={n} is invalid; allowed: at most max_trials={cap} (raise it with "
                              f"--max-trials {n} if you mean it)")
@@ -271,7 +271,12 @@ class StudyConfig:
         if self.search == "grid":
             check("num_samples", lambda v: v == 1, "only with search 'optuna' (a grid repeats through seeds)")
         else:
-            check("num_samples", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+            check("num_samples", lambda v: is_int(v) and v >= 1, "an integer >= 1 (suggestions; each runs at "
+                                                                 "every seed)")
+            # Optuna searches within one arm: a variant is an arm, not a knob (issue 18).
+            check("variants", lambda v: isinstance(v, list) and len(v) == 1,
+                  "one variant with search 'optuna' (Optuna tunes one arm's knobs; run one study per arm with "
+                  "the same --num-samples, the same budget for every arm)")
         check("max_trials", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1")
         check("search_seed", lambda v: is_int(v) and v >= 0, "an integer >= 0")
         # The grace period only means something to ASHA: a FIFO study of 1 epoch must not fail on it.
@@ -328,6 +333,10 @@ class StudyConfig:
         distinct config once. A field a variant does not use keeps its TrialConfig default. Gammas
         relative to alpha resolve with the measured alpha in ``extra`` (alpha = 1 stands in before)."""
         return grid_trials([g for _, g in self.each_grid()], self.trial, extra, self.data_seed_from_seed)
+
+    def optuna_trials(self) -> int:
+        """An Optuna study's trials: num_samples suggestions, each run at every seed."""
+        return self.num_samples * len(self.seeds)
 
     def all_variants(self) -> list[str]:
         """Every variant the study runs (over all of `grids`)."""
