@@ -83,7 +83,7 @@ def test_it_round_trips_through_print_config_and_is_kept_on_resume(tmp_path, cap
     (tmp_path / "s" / "tuner.pkl").write_bytes(b"state")
     rec = read_record(str(tmp_path / "s"))
     assert rec["study_config"]["tuning"] == TUNING
-    # what load_study's meta is (the pilot in tests/test_tuned_pilot.py loads a whole study)
+    # what load_study puts in meta (tests/test_tuned_pilot.py loads a whole study)
     assert Protocol.from_meta(read_study_json(tmp_path / "s", [])) == Protocol((100, 101), (0, 1, 2))
     assert main(["--resume", "--dry-run", "--storage-path", str(tmp_path), "--study-name", "s"]) == 0
     assert main(["--resume", "--dry-run", "--storage-path", str(tmp_path), "--study-name", "s",

@@ -70,6 +70,9 @@ def describe(cfg: StudyConfig, trials: list[dict], first: int = 5) -> str:
         f"where: {'local Ray' if cfg.address is None else 'cluster ' + cfg.address}; results: {cfg.experiment_path}",
         "fixed: " + ", ".join(f"{k}={v}" for k, v in sorted(cfg.trial.items())),
     ]
+    if cfg.tuning:
+        lines.append(f"tuning protocol: {', '.join(cfg.tuning['knobs'])} picked on seeds {cfg.tuning['tuning_seeds']}, "
+                     f"reported on seeds {cfg.tuning['evaluation_seeds']} only")
     if cfg.search == "grid":
         lines.append(f"first {min(first, len(trials))} of {len(trials)} trials:")
         for d in trials[:first]:
