@@ -9,6 +9,7 @@ import yaml
 from analysis.tune_files import read_study_json
 from analysis.tuned import Protocol
 from tune.cli import config_from_args, load_preset
+from tune.plan import describe
 from tune.run_study import main
 from tune.study_record import claim, new_record, read_record
 
@@ -36,6 +37,7 @@ def test_the_tuned_presets_declare_their_protocol(name):
 def test_seeds_are_derived_and_a_disagreeing_seeds_list_is_refused(tmp_path, capsys):
     cfg, _ = config_from_args(BASE + config_file(tmp_path))
     assert cfg.seeds == [0, 1, 2, 100, 101] and cfg.tuning["knobs"] == ["lr"]
+    assert "tuning protocol: lr picked on seeds [100, 101], reported on seeds [0, 1, 2] only" in describe(cfg, [])
     same, _ = config_from_args(BASE + config_file(tmp_path) + ["--seeds", "100,101,0,1,2"])
     assert sorted(same.seeds) == [0, 1, 2, 100, 101]
     for argv, needle in (
