@@ -12,13 +12,13 @@ from matplotlib.figure import Figure
 from analysis.tuned import CONTEXT_FIELDS, Tuned, by_keys
 
 
-def plot_lr_sensitivity(result: Tuned) -> Optional[Figure]:
+def plot_lr_sensitivity(result: Optional[Tuned]) -> Optional[Figure]:
     """Final value against the tuned knob, one line per arm: the median over every seed with its
     order-statistic CI, the arm's pick circled, ✕ k/n where runs diverged, and a ▲ on the top edge
     where the median is +inf (half or more diverged) - nothing leaves the panel silently."""
-    sens, knob = result.sensitivity, result.protocol.knobs[0]
-    if sens.empty:
+    if result is None or result.sensitivity.empty:
         return None
+    sens, knob = result.sensitivity, result.protocol.knobs[0]
     ctx = [c for c in CONTEXT_FIELDS if c in sens.columns and sens[c].nunique(dropna=False) > 1]
     panels = list(by_keys(sens, ctx))
     fig = Figure(figsize=(max(7.0, 5.2 * len(panels)), 4.6), layout="constrained")

@@ -26,6 +26,7 @@ from analysis.columns import DIVERGED, FINAL, STUDY, final, high, initial, low, 
 from analysis.compare import Comparison
 from analysis.curves import trial_curve
 from analysis.figure_rd import RD_TITLE, plot_rate_distortion
+from analysis.figure_tuned import plot_lr_sensitivity
 from analysis.groups import context_text, contexts, group_label, matching
 from analysis.load import Study
 from analysis.plotting import (DATA_GAMMA_COLOR, DPI, MAX_PANELS, VARIANT_COLORS, TopEdge, by_variant,
@@ -33,6 +34,7 @@ from analysis.plotting import (DATA_GAMMA_COLOR, DPI, MAX_PANELS, VARIANT_COLORS
                                log_if_wide, panels, plain_log_ticks, suptitle, variant_color, variant_contexts,
                                variant_order)
 from analysis.trial_fields import trial_config
+from analysis.tuned import tuned_of
 from analysis.tune_files import TRIAL_ID
 
 # Names callers import from here (tests, benchmarks/evidence_summary.py).
@@ -326,6 +328,9 @@ FIGURE_SPECS = (
                lambda s, c: plot_latent_spectrum(s), f"{M.LATENT_ALPHA} not logged (or not finite)"),
     FigureSpec("data_spectrum", "the dataset's spectrum with its fitted power law",
                lambda s, c: plot_data_spectrum(s), needs="data_spectrum"),
+    FigureSpec("lr_sensitivity", "learning-rate sensitivity: final value per arm over the grid, every seed (tuned "
+               "against tuned)", lambda s, c: plot_lr_sensitivity(tuned_of(s, full=False)),
+               "no tuning protocol in study.json (a preset's tuning: section)"),
     FigureSpec("reconstructions", "Reconstructions of each variant's best trial (last checkpoint)",
                _reconstructions, needs="reconstructions", dpi=120, tight=True),
 )

@@ -27,6 +27,8 @@ from analysis.selection import MIN_SPLIT_SEEDS
 from analysis.tables import (csv_tables, fmt, fmt_ci, fmt_p, frontier_table, headline_table, markdown_table, pct,
                              primary_table, rate_distortion_table, setting, speed_table, split_table,
                              stability_table, stable_lr_table_fmt, text_table)
+from analysis.tuned import tuned_of
+from analysis.tuned_report import tuned_csv_tables, tuned_section
 
 # Names callers import from here (the CLI, tests, benchmarks/evidence_summary.py).
 __all__ = ["REPORT_DIR", "REPORT_FILE", "answer", "csv_tables", "headline_table", "markdown_table", "text_table",
@@ -262,12 +264,13 @@ def write_report(study: Study, comparison: Optional[Comparison] = None, out=None
     written, skipped = ({}, {})
     if figures:
         written, skipped = save_figures(study, c, out, data_spectrum=data_spectrum, reconstructions=True)
-    tables = csv_tables(c)
+    tuned_result = tuned_of(study)   # None without a tuning protocol
+    tables = {**csv_tables(c), **tuned_csv_tables(tuned_result)}
     for name, df in tables.items():
         df.to_csv(out / name, index=False)
     parts = [f"# Study `{study.name}`: do power-law priors train faster and more stably?\n",
              "## Answer\n", answer(study, c) + "\n", "## Study\n", "\n".join(_study_facts(study, c)) + "\n"]
-    parts += _table_sections(c, tables)
+    parts += tuned_section(tuned_result) + _table_sections(c, tables)
     if figures:
         parts += _figure_section(written, skipped)
     parts += ["\n## Method\n", _method(c)]

@@ -77,8 +77,9 @@ class Protocol:
 
     @classmethod
     def from_meta(cls, meta: dict) -> Optional["Protocol"]:
-        """The protocol a study recorded (study.json's ``tuning``), or None."""
-        t = meta.get("tuning") or {}
+        """The protocol a study recorded (study.json's ``study_config.tuning``, where the driver keeps
+        the study's configuration; or a top-level ``tuning``), or None."""
+        t = meta.get("tuning") or (meta.get("study_config") or {}).get("tuning") or {}
         if not t:
             return None
         keys = ("tuning_seeds", "evaluation_seeds", "knobs", "metric", "target_fraction", "target_reach",
@@ -248,13 +249,15 @@ def _time_row(study: Study, a: pd.DataFrame, b: pd.DataFrame, target: float, pro
     test, ratio = gehan_paired(ta, ra, tb, rb), speedup(ta, ra, tb, rb)
     ends = pd.concat([a, b])
     end = _clock(ends, final(M.TRAIN_TIME_S), TIME_TOTAL)   # each run's own clock at its end
-    secs = speedup(*censor(sa, a[end].astype(float)), *censor(sb, b[end].astype(float)))
+    csa, csb = censor(sa, a[end].astype(float)), censor(sb, b[end].astype(float))
+    secs = speedup(*csa, *csb)
     scale = spe if math.isfinite(spe) else 1.0
     return {"steps_per_epoch": spe, "reached": int(ra.sum()), "baseline_reached": int(rb.sum()),
             "median_steps": float(km_median(ta, ra)) * scale, "baseline_median_steps": float(km_median(tb, rb)) * scale,
             "speedup": ratio.value, "speedup_low": ratio.low, "speedup_high": ratio.high,
-            "speedup_seconds": secs.value, "p_time": test.pvalue, "time_direction": -test.direction,
-            "time_pairs": test.n}
+            "median_seconds": float(km_median(*csa)), "baseline_median_seconds": float(km_median(*csb)),
+            "speedup_seconds": secs.value, "speedup_seconds_low": secs.low, "speedup_seconds_high": secs.high,
+            "p_time": test.pvalue, "time_direction": -test.direction, "time_pairs": test.n}
 
 
 def _final_row(a: pd.DataFrame, b: pd.DataFrame, protocol: Protocol) -> dict:
@@ -371,3 +374,18 @@ def tuned(study: Study, protocol: Optional[Protocol] = None) -> Tuned:
     comparison, notes = compare_tuned(study, protocol, picks)
     sens = sensitivity(study.trials, protocol)
     return Tuned(protocol, picks, comparison, stable_range(sens, protocol, ctx), sens, notes)
+
+
+def tuned_of(study: Study, full: bool = True) -> Optional[Tuned]:
+    """``tuned(study)`` for a study that recorded a tuning protocol, None for one that did not.
+    ``full=False``: the picks, stable range and sensitivity only (no history scan, no tests):
+    what the sensitivity figure needs."""
+    protocol = Protocol.from_meta(study.meta)
+    if protocol is None:
+        return None
+    if full:
+        return tuned(study, protocol)
+    ctx, _ = _key_cols(study.trials)
+    sens = sensitivity(study.trials, protocol)
+    return Tuned(protocol, pick(study.trials[study.trials["status"].isin(USABLE)], protocol), pd.DataFrame(),
+                 stable_range(sens, protocol, ctx), sens, [])

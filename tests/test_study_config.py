@@ -209,14 +209,16 @@ def test_resources_and_storage():
     assert cfg.resources() == {"cpu": 2, "gpu": 0}
 
 
-def test_optuna_space_is_conditional_and_complete():
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_optuna_space_is_conditional_and_complete(variant):
+    """One arm per Optuna study (issue 18): its knobs only, never the variant or the seed."""
     cfg, _ = config_from_args(["--search", "optuna", "--num-samples", "5", "--gammas", "0.2,1.5",
-                               "--min-decays", "0.0001,0.1", "--seeds", "0,1"])
-    assert cfg.num_samples == 5
+                               "--min-decays", "0.0001,0.1", "--seeds", "0,1", "--variants", variant])
+    assert cfg.num_samples == 5 and cfg.optuna_trials() == 10
     space = OptunaSpace(cfg.to_dict(), {"data_alpha": 1.2})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
-    for _ in range(60):
+    for _ in range(10):
         trial = study.ask()
         d = space(trial)                  # the full trial dict, sampled values included
         assert set(d) == set(TrialConfig.field_names())
@@ -233,8 +235,9 @@ def test_optuna_space_is_conditional_and_complete():
         else:
             assert "min_decay" not in trial.params
         assert t.extra == {"data_alpha": 1.2}
+        assert "seed" not in trial.params and "variant" not in trial.params and t.seed == 0
         study.tell(trial, 1.0)
-    assert seen == set(VARIANT_NAMES)
+    assert seen == {variant}
 
 
 def test_dry_run_prints_trials_and_resources(capsys, tmp_path):
@@ -258,7 +261,7 @@ def test_dry_run_gamma_from_data_adds_half_alpha(capsys, tmp_path):
 
 
 def test_describe_optuna():
-    cfg, _ = config_from_args(["--search", "optuna"])
+    cfg, _ = config_from_args(["--search", "optuna", "--variants", "vae", "--seeds", "0"])
     text = describe(cfg, [])
     assert "16 trials" in text and "optuna space" in text
 

@@ -139,9 +139,9 @@ class TestSharedRay:
         assert s["best_per_variant"]["powerlaw_clamp"]["lr"] == 0.01    # diverged trials never "best"
 
     def test_optuna_search(self, tmp_path):
-        argv = ["--search", "optuna", "--num-samples", "4", "--max-concurrent", "2", "--variants",
-                "vae,powerlaw_clamp,powerlaw_wae", "--gammas", "0.1,1.5", "--min-decays", "0.0001,0.1",
-                "--seeds", "0", "--epochs", "1", "--scheduler", "fifo", "--storage-path", str(tmp_path),
+        argv = ["--search", "optuna", "--num-samples", "2", "--max-concurrent", "2", "--variants",
+                "powerlaw_clamp", "--gammas", "0.1,1.5", "--min-decays", "0.0001,0.1",
+                "--seeds", "0,1", "--epochs", "1", "--scheduler", "fifo", "--storage-path", str(tmp_path),
                 "--study-name", "opt", *TINY]
         assert run_cli(argv) == 0
         exp = tmp_path / "opt"
@@ -150,10 +150,14 @@ class TestSharedRay:
         for d in dirs:
             assert set(params(d)) == set(TrialConfig.field_names())   # a full, flat TrialConfig dict
             t = TrialConfig.from_dict(params(d))
-            assert t.variant in ("vae", "powerlaw_clamp", "powerlaw_wae")
-            if t.variant != "vae":
-                assert 0.1 <= t.gamma <= 1.5 and 1e-4 <= t.min_decay <= 0.1
+            assert t.variant == "powerlaw_clamp" and 0.1 <= t.gamma <= 1.5 and 1e-4 <= t.min_decay <= 0.1
             assert rows(d)[-1]["training_iteration"] == 1
+        # two suggestions, each run at both seeds (Repeater): one arm, seeds never searched
+        by_config = {}
+        for d in dirs:
+            p = params(d)
+            by_config.setdefault((p["gamma"], p["min_decay"]), set()).add(p["seed"])
+        assert len(by_config) == 2 and all(seeds == {0, 1} for seeds in by_config.values())
         s = study_json(exp)
         assert s["search"] == "optuna" and s["status"] == "finished" and len(s["trial_status"]) == 4
 

@@ -134,3 +134,32 @@ def test_a_study_without_a_protocol_is_one_line():
     s = study(arm_runs("vae", 0.0, vae, seeds=(0,)))
     with pytest.raises(ValueError, match="no tuning protocol"):
         tuned(s)
+
+
+def test_the_report_of_a_study_with_a_protocol_has_the_tuned_section(tmp_path):
+    """write_report on a study whose study.json recorded the protocol (under study_config, as the
+    driver writes it): the four CSVs, the sensitivity figure through the registry, the section in
+    report.md and report.html; the reported rows hold evaluation seeds only."""
+    from analysis.html_report import write_html
+    from analysis.report import write_report
+
+    rows = [r for a in (arm_runs("vae", 0.0, vae), arm_runs("powerlaw_clamp", 0.5, clamp),
+                        arm_runs("exponential", 0.0, plateau)) for r in a]
+    meta = {"study_name": "tuned", "study_config": {"tuning": {"tuning_seeds": list(TUNING),
+                                                               "evaluation_seeds": list(EVALUATION), "knobs": ["lr"]}}}
+    s = Study.from_history(pd.DataFrame(rows), meta=meta)
+    path = write_report(s, out=tmp_path, data_spectrum=False)
+    for name in ("tuned_picks.csv", "tuned_comparison.csv", "stable_lr.csv", "lr_sensitivity.csv",
+                 "lr_sensitivity.png"):
+        assert (tmp_path / name).stat().st_size > 100, name
+    comp = pd.read_csv(tmp_path / "tuned_comparison.csv")
+    assert set(comp["arm"].str.split(" ").str[0]) == {"powerlaw_clamp", "exponential"}
+    assert all(set(map(int, str(seeds).split())) <= set(EVALUATION) for seeds in comp["seeds"])
+    assert {"speedup_low", "speedup_seconds_low", "p_holm_time", "p_holm_final", "p_diverged"} <= set(comp.columns)
+    text = path.read_text()
+    assert "## Tuned against tuned" in text and "![lr_sensitivity](lr_sensitivity.png)" in text
+    assert "Tuned against tuned" in write_html(s, tmp_path).read_text()
+    plain = Study.from_history(pd.DataFrame(rows), meta={"study_name": "plain"})
+    write_report(plain, out=tmp_path / "plain", figures=False)
+    assert not (tmp_path / "plain" / "tuned_picks.csv").exists()
+    assert "Tuned against tuned" not in (tmp_path / "plain" / "report.md").read_text()

@@ -21,6 +21,7 @@ from tune.errors import StudyError, bad
 from tune.study_config import STUDY_METRICS, StudyConfig
 from tune.plan import OPTUNA_DEFAULT_CONCURRENCY
 from tune.sweeps import INT_SWEEPS, SWEEP_LISTS, SWEEPS, parse_values
+from tune.tuning import protocol_seeds_or
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "quick"
@@ -72,6 +73,8 @@ def apply_mapping(cfg: StudyConfig, data: dict, source: str, given: Optional[lis
                 value = parse_values(key, str(value), kind) if not (key == "variants" and value == "all") else "all"
             setattr(cfg, key, value)
             given.append((f"{source}: {key}", key))
+            if key == "tuning" and "seeds" not in data:   # the protocol's seeds replace earlier ones
+                cfg.seeds = protocol_seeds_or(value, cfg.seeds)
         else:
             raise StudyError(f"{source}: {key}={value!r} is not a study field; allowed: "
                              f"{', '.join(sorted(known + ['epochs']))}")
@@ -159,8 +162,8 @@ _HELP = {
                              "(confidence intervals then cover the draw of the data)",
     # scheduler and search
     "--metric": f"what ASHA and Optuna minimise: {', '.join(STUDY_METRICS)}",
-    "--search": "grid (deduplicated Cartesian product) or optuna (TPE over the sweep lists' ranges)",
-    "--num-samples": "optuna: number of trials (default 16)",
+    "--search": "grid (deduplicated Cartesian product) or optuna (TPE within one variant over its sweep lists' ranges)",
+    "--num-samples": "optuna: number of suggestions, each run at every seed (default 16)",
     "--search-seed": "optuna: the sampler's seed",
     "--scheduler": "asha (early stopping per trial, default), seed_asha (early stopping per configuration, on the "
                    "median over its seeds: every seed stops together) or fifo (every trial to the end)",

@@ -15,6 +15,7 @@ import warnings
 from typing import Optional
 
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.repeater import TRIAL_INDEX, Repeater
 
 from plvae import metrics as M
 from tune.reporting import STUDY_OBJECTIVE
@@ -57,3 +58,33 @@ class StudyOptunaSearch(OptunaSearch):
         # No result and no error is what Ray's searcher tells Optuna as PRUNED (with the last
         # intermediate value, which on_trial_result reported each epoch).
         super().on_trial_complete(trial_id, None if stopped_early else result, error)
+
+
+class SeedRepeater(Repeater):
+    """Ray's public ``Repeater``: each Optuna suggestion (one configuration of the one arm the study
+    searches) runs once at every seed of the study - Repeater's ``__trial_index__`` i becomes
+    ``seed = seeds[i]`` (and ``data_seed`` with data_seed_from_seed) - so a seed is a replicate, never
+    a searched parameter. Optuna is told the mean over ``scored_seeds`` (a tuning protocol's tuning
+    seeds: evaluation seeds never steer the search; default every seed), when the whole group has
+    finished; an early-stopped seed counts with its last value (prefer fifo or seed_asha)."""
+
+    def __init__(self, searcher, seeds: list, data_seed_from_seed: bool = False, scored_seeds=None):
+        super().__init__(searcher, repeat=len(seeds), set_index=True)
+        self.seeds, self.data_seed_from_seed = list(seeds), data_seed_from_seed
+        self.scored_seeds = set(scored_seeds if scored_seeds is not None else seeds)
+        self.seed_of = {}
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        if not isinstance(config, dict):   # None (wait) or Searcher.FINISHED
+            return config
+        seed = self.seeds[config.pop(TRIAL_INDEX)]
+        config["seed"] = seed
+        if self.data_seed_from_seed:
+            config["data_seed"] = seed
+        self.seed_of[trial_id] = seed
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, **kwargs) -> None:
+        scored = self.seed_of.get(trial_id) in self.scored_seeds
+        super().on_trial_complete(trial_id, result if scored else None, **kwargs)   # None: left out of the mean

@@ -56,12 +56,12 @@ def max_concurrent(cfg: StudyConfig) -> Optional[int]:
     (never more than its trials), else None (as resources allow)."""
     if cfg.max_concurrent or cfg.search != "optuna":
         return cfg.max_concurrent
-    return min(OPTUNA_DEFAULT_CONCURRENCY, cfg.num_samples)
+    return min(OPTUNA_DEFAULT_CONCURRENCY, cfg.optuna_trials())
 
 
 def describe(cfg: StudyConfig, trials: list[dict], first: int = 5) -> str:
     """The dry-run text: how many trials, resources each, the fixed fields and the first configs."""
-    n = len(trials) if cfg.search == "grid" else cfg.num_samples
+    n = len(trials) if cfg.search == "grid" else cfg.optuna_trials()
     res = cfg.resources()
     lines = [
         f"study {cfg.study_name}: {n} trials ({cfg.search} search, {cfg.scheduler} scheduler, "
@@ -70,12 +70,16 @@ def describe(cfg: StudyConfig, trials: list[dict], first: int = 5) -> str:
         f"where: {'local Ray' if cfg.address is None else 'cluster ' + cfg.address}; results: {cfg.experiment_path}",
         "fixed: " + ", ".join(f"{k}={v}" for k, v in sorted(cfg.trial.items())),
     ]
+    if cfg.tuning:
+        lines.append(f"tuning protocol: {', '.join(cfg.tuning['knobs'])} picked on seeds {cfg.tuning['tuning_seeds']}, "
+                     f"reported on seeds {cfg.tuning['evaluation_seeds']} only")
     if cfg.search == "grid":
         lines.append(f"first {min(first, len(trials))} of {len(trials)} trials:")
         for d in trials[:first]:
             lines.append("  " + ", ".join(f"{k}={d[k]}" for k in SWEEPS))
     else:
-        lines.append(f"optuna space: variant in {cfg.variants}; gamma in [{min(cfg.gammas)}, {max(cfg.gammas)}]; "
-                     f"min_decay log-uniform in [{min(cfg.min_decays)}, {max(cfg.min_decays)}]; "
-                     f"latent_dim in {cfg.latent_dims}; lr in {cfg.lrs}; seed in {cfg.seeds}")
+        lines.append(f"optuna space (one arm: variant {cfg.variants[0]}): gamma in [{min(cfg.gammas)}, "
+                     f"{max(cfg.gammas)}]; min_decay log-uniform in [{min(cfg.min_decays)}, {max(cfg.min_decays)}]; "
+                     f"latent_dim in {cfg.latent_dims}; lr in {cfg.lrs} (each only where the variant uses it); "
+                     f"{cfg.num_samples} suggestions, each run at every seed {cfg.seeds}")
     return "\n".join(lines)

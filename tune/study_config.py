@@ -22,6 +22,7 @@ from tune.errors import StudyError, bad
 from tune.storage import is_uri, join_storage
 from tune.sweeps import (ALPHA_GAMMA, DEFAULT_MAX_TRIALS, INT_SWEEPS, SWEEP_LISTS, SWEEPS, TRIAL_DEFAULTS,
                          count_trials, grid_trials, probe_value)
+from tune.tuning import check_knobs_swept, fill_in_tuning, validate_tuning
 
 SEARCHES = ("grid", "optuna")
 SCHEDULERS = ("asha", "seed_asha", "fifo")
@@ -81,6 +82,9 @@ class StudyConfig:
     #   where: {field: value, gamma: data (the data-matched gamma), lr: max}, per: [field, ...]}]
     primary: list = field(default_factory=list)
     max_trials: Optional[int] = None    # refuse a bigger study (default DEFAULT_MAX_TRIALS)
+    # The tuning protocol (issue 18; tune/tuning.py): {tuning_seeds, evaluation_seeds, knobs: [lr],
+    # target_fraction, target_reach}. With it, seeds are derived from it (evaluation + tuning seeds).
+    tuning: Optional[dict] = None
     # --- every other TrialConfig field, fixed for the whole study (epochs are trial.max_epochs)
     trial: dict = field(default_factory=dict)
     # --- search and scheduling
@@ -150,6 +154,7 @@ class StudyConfig:
             self.study_name = default_study_name(self.preset)
         for lst in SWEEP_LISTS:
             setattr(self, lst, canonical_sweep(lst, getattr(self, lst)))
+        self.tuning, self.seeds = fill_in_tuning(self.tuning, self.seeds)
         if isinstance(self.grids, list):
             self.grids = [{k: canonical_sweep(k, v) for k, v in g.items()} if isinstance(g, dict) else g
                           for g in self.grids]
@@ -172,8 +177,11 @@ class StudyConfig:
         self._validate_grids()
         self._validate_sweeps()
         self._validate_primary()
+        validate_tuning(self.tuning, self.seeds, self.grids)
+        check_knobs_swept(self.tuning, {k: {v for _, g in self.each_grid() for v in getattr(g, SWEEPS[k])}
+                                        for k in (self.tuning or {}).get("knobs", [])})
         cap = self.max_trials or DEFAULT_MAX_TRIALS
-        n = self.count() if self.search == "grid" else self.num_samples
+        n = self.count() if self.search == "grid" else self.optuna_trials()
         if n > cap:
             raise StudyError(f"trials={n} is invalid; allowed: at most max_trials={cap} (raise it with "
                              f"--max-trials {n} if you mean it)")
@@ -263,7 +271,12 @@ class StudyConfig:
         if self.search == "grid":
             check("num_samples", lambda v: v == 1, "only with search 'optuna' (a grid repeats through seeds)")
         else:
-            check("num_samples", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+            check("num_samples", lambda v: is_int(v) and v >= 1, "an integer >= 1 (suggestions; each runs at "
+                                                                 "every seed)")
+            # Optuna searches within one arm: a variant is an arm, not a knob (issue 18).
+            check("variants", lambda v: isinstance(v, list) and len(v) == 1,
+                  "one variant with search 'optuna' (Optuna tunes one arm's knobs; run one study per arm with "
+                  "the same --num-samples, the same budget for every arm)")
         check("max_trials", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1")
         check("search_seed", lambda v: is_int(v) and v >= 0, "an integer >= 0")
         # The grace period only means something to ASHA: a FIFO study of 1 epoch must not fail on it.
@@ -320,6 +333,10 @@ class StudyConfig:
         distinct config once. A field a variant does not use keeps its TrialConfig default. Gammas
         relative to alpha resolve with the measured alpha in ``extra`` (alpha = 1 stands in before)."""
         return grid_trials([g for _, g in self.each_grid()], self.trial, extra, self.data_seed_from_seed)
+
+    def optuna_trials(self) -> int:
+        """An Optuna study's trials: num_samples suggestions, each run at every seed."""
+        return self.num_samples * len(self.seeds)
 
     def all_variants(self) -> list[str]:
         """Every variant the study runs (over all of `grids`)."""

@@ -113,13 +113,16 @@ def optuna_search(cfg: StudyConfig, extra: dict):
     """TPE over the study's space, its history kept in the journal file, at most
     ``max_concurrent(cfg)`` trials at once (default 4): TPE learns only from finished trials, and
     with no limit Tune would sample every trial before the first result, a random search."""
-    from tune.optuna_study import StudyOptunaSearch, name_objective
+    from tune.optuna_study import SeedRepeater, StudyOptunaSearch, name_objective
 
     storage = optuna_storage(cfg)
     name_objective(storage, cfg.study_name)   # early-stopped trials PRUNED, Tune ids kept (tune/optuna_study.py)
     search = StudyOptunaSearch(space=OptunaSpace(cfg.to_dict(), extra), metric=STUDY_OBJECTIVE, mode="min",
                                seed=cfg.search_seed, study_name=cfg.study_name, storage=storage,
                                max_t=cfg.max_epochs)
+    if len(cfg.seeds) > 1:   # each suggestion at every seed (a seed is a replicate, not a knob)
+        search = SeedRepeater(search, cfg.seeds, cfg.data_seed_from_seed,
+                              scored_seeds=cfg.tuning["tuning_seeds"] if cfg.tuning else None)
     return ConcurrencyLimiter(search, max_concurrent=max_concurrent(cfg))
 
 
@@ -212,7 +215,7 @@ def build_tuner(cfg: StudyConfig, trials: list[dict], data, extra: dict) -> tune
                 param_space[tfield] = tune.choice(values)
     else:
         search = optuna_search(cfg, extra)
-        num_samples = cfg.num_samples
+        num_samples = cfg.optuna_trials()   # num_samples suggestions x every seed
         param_space = {}
     run_config = tune.RunConfig(
         name=cfg.study_name, storage_path=cfg.storage_path, progress_reporter=progress_reporter(cfg),
@@ -265,7 +268,7 @@ def run(study: StudyRecord, out=sys.stdout) -> int:
                 print(note, file=out)
             tuner = restore_tuner(cfg, data) if study.resumed else build_tuner(p.study, p.trials, data, p.extra)
             study.start_trials(dashboard_url=dashboard, data_alpha=study.data_alpha or alphas,
-                               num_trials=len(p.trials) if p.trials else cfg.num_samples)
+                               num_trials=len(p.trials) if p.trials else cfg.optuna_trials())
             print(f"study {cfg.study_name}: {study.record['num_trials']} trials -> {cfg.experiment_path}", file=out)
             tuner.fit()   # a crash or a second Ctrl-C raises: the record says "interrupted", --resume continues
             return study.finish(saved_trials(cfg), out)

@@ -135,9 +135,11 @@ def probe_value(fixed: dict, tfield: str, value, where: str = "") -> None:
 
 # ---------------------------------------------------------------------------- optuna
 class OptunaSpace:
-    """Optuna's define-by-run space: variant categorical, gamma uniform, min_decay log-uniform,
-    each asked only of the variants that use it (the others keep their TrialConfig default), so
-    every suggestion is a full, consistent TrialConfig dict. A class, not a closure: the searcher
+    """Optuna's define-by-run space within one arm (the study's one variant; issue 18): gamma
+    uniform, min_decay log-uniform, the other swept lists categorical, each asked only where the
+    variant uses it (the others keep their TrialConfig default), so every suggestion is a full,
+    consistent TrialConfig dict. The seed is never asked: it is the first seed here, and
+    ``tune.optuna_study.SeedRepeater`` runs each suggestion at every seed. A class, not a closure: the searcher
     is pickled with the experiment state for --resume."""
 
     def __init__(self, cfg: dict, extra: dict):
@@ -159,6 +161,9 @@ class OptunaSpace:
         for tfield in SWEEPS:
             if tfield == "variant":
                 continue
+            if tfield == "seed":   # a replicate, not a knob: tune.optuna_study.SeedRepeater runs every seed
+                fixed["seed"] = c["seeds"][0]
+                continue
             if not variant.uses(tfield):
                 fixed[tfield] = TRIAL_DEFAULTS[tfield]
             elif tfield == "gamma":
@@ -168,7 +173,7 @@ class OptunaSpace:
             else:
                 ask(tfield, lambda n, v: trial.suggest_categorical(n, v))
         if c.get("data_seed_from_seed"):
-            fixed["data_seed"] = trial.params.get("seed", fixed.get("seed"))
+            fixed["data_seed"] = fixed["seed"]
         tags = {**c["trial"].get("extra", {}), **self.extra}
         # The whole TrialConfig dict (validated), sampled values included: Ray merges it over
         # the sampled values, so params.json is a full, flat trial config, as for the grid.
