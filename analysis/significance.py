@@ -226,6 +226,7 @@ def correct(tests: list, groups: pd.DataFrame, group_keys: list, context_keys: l
         for rows in families:
             tests.loc[rows, "p_holm"] = stats.holm_distinct(tests.loc[rows, "p"].to_numpy(), [keys[r] for r in rows])
     tests["significant"] = tests["p_holm"] < significance
+    tests["equiv"] = [groups.loc[g, "equiv"] if "equiv" in groups else "" for g in tests["_group"]]
     tests["direction"] = [direction(r) for r in tests.to_dict("records")]
     for q in TESTED:
         groups[p(q)] = np.nan

@@ -286,7 +286,7 @@ def csv_tables(c: Comparison) -> dict:
                   p(FINAL), p_holm(FINAL), *ci(EPOCHS_TO_TARGET), *ci(SPEEDUP), *ci(AUC), n_of(DIVERGED),
                   *ci(DIVERGED), *ci(RATE), *ci(DISTORTION), *ci(DISTORTION_GAP), "n_gap",
                   FROM_SURVIVORS, p(DISTORTION_GAP), TOTAL_LOSS, "target", "small"]
-    test_cols = [*keys, "quantity", "family", "test", "paired", "n", "n_baseline", "n_pairs", N_BOTH, "estimate",
+    test_cols = [*keys, "equiv", "quantity", "family", "test", "paired", "n", "n_baseline", "n_pairs", N_BOTH, "estimate",
                  "baseline_estimate", "diff", "diff_low", "diff_high", COVERAGE, *ci(SPEEDUP), *ci("ratio"),
                  FROM_SURVIVORS, "statistic", "p", "p_holm", "significant", "direction", "note"]
     out = {
