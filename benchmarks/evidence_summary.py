@@ -53,8 +53,8 @@ from analysis.compare import EPOCHS_TO_TARGET, data_alpha_gamma
 from analysis.figures import DPI, plot_divergence, plot_gamma_vs_final, plot_rate_distortion
 from analysis.load import best, final
 from analysis.report import csv_tables
-from analysis.stats import (bootstrap_ci, holm_distinct, median_inf, min_sign_flip_p, paired_differences,
-                            wilcoxon_paired)
+from analysis.stats import bootstrap_ci, median_inf, paired_differences, wilcoxon_paired
+from evidence_family import HEADLINE_FAMILY, family_markdown, one_family
 from plvae import metrics as M
 from plvae.priors import PRIOR_FIELDS, matched_gamma, prior_scale
 
@@ -62,8 +62,6 @@ CURVES = (M.VAL_LOSS, M.VAL_RECON_MU, M.VAL_RATE, "time_total_s")
 PARAMS = ("variant", *PRIOR_FIELDS, "latent_dim", "lr", "kl_coeff", "seed", "dataset", "data_alpha", "image_size",
           "max_epochs", "data_seed")
 TRIALS_CSV, STUDIES_JSON = "trials.csv", "studies.json"
-HEADLINE_FAMILY = "headline"   # the family every study's primary tests join unless it declares another
-SIGNIFICANCE = 0.05
 N_RESAMPLES = 2000
 
 
@@ -262,30 +260,6 @@ def alpha_table(n_draws: int = 20) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def one_family(primary: pd.DataFrame, meta: dict) -> pd.DataFrame:
-    """The declared primary tests of several studies corrected as one family per ``primary_family``:
-    Holm over the distinct tests (≡ duplicates of one study, quantity and context count once)."""
-    if primary.empty:
-        return primary
-    out = primary.rename(columns={"p_holm": "p_holm_study", "significant": "significant_study"})
-    out["family"] = [meta.get(s, {}).get("primary_family") or HEADLINE_FAMILY for s in out["study"]]
-    ctx = [k for k in ("dataset", "latent_dim", "lr", "kl_coeff") if k in out]
-    keys = [(r["study"], r["quantity"], *(str(r[k]) for k in ctx), r["equiv"]) if isinstance(r.get("equiv"), str)
-            and r["equiv"] else ("row", i) for i, r in enumerate(out.to_dict("records"))]
-    out["p_holm"], out["n_family"] = np.nan, 0
-    for _, idx in out.groupby("family").groups.items():
-        rows = list(out.index.get_indexer(idx))
-        fam_keys = [keys[i] for i in rows]
-        p = out["p"].to_numpy(float)[rows]
-        out.loc[idx, "p_holm"] = holm_distinct(p, fam_keys)
-        out.loc[idx, "n_family"] = len({k for k, v in zip(fam_keys, p) if not math.isnan(v)})
-    out["significant"] = out["p_holm"] < SIGNIFICANCE
-    n = out["n_both"].where(out["quantity"] == "final", out["n_pairs"]) if "n_both" in out else out["n_pairs"]
-    out["n_used"] = n
-    out["p_floor"] = [min_sign_flip_p(int(k)) if not _missing(k) and k >= 1 else math.nan for k in n]
-    return out
-
-
 def _subset(c, **where):
     """The comparison restricted to some context values (a figure of one latent size)."""
     def keep(df):
@@ -334,6 +308,8 @@ def summarise(trials: pd.DataFrame, meta: dict, out: str, alpha: bool = True) ->
         df = pd.concat(parts, ignore_index=True)
         if key == "primary":
             df = one_family(df, meta)
+            with open(os.path.join(out, "primary.md"), "w") as f:
+                f.write(family_markdown(df))
         df = df[["study", *[c for c in df.columns if c != "study"]]]
         df.to_csv(os.path.join(out, f"{key}.csv"), index=False, float_format="%.6g")
         print(f"{key}.csv: {len(df)} rows")
