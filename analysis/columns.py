@@ -68,12 +68,21 @@ RATE = "rate"                   # final val_rate: KL summed over latent dims, na
 DISTORTION = "distortion"       # final val_recon_mu
 DISTORTION_GAP = "distortion_gap"  # distortion minus the baseline frontier's at the same rate
 EPOCH = "epoch"                 # the epoch a comparison is made at
+CLOCK = "seconds_at_epoch"      # Tune's time_total_s at the comparison epoch: where seconds to target censor
+N_BOTH = "n_both"               # pairs where both runs finished: the n of a final-value comparison
+SPEEDUP = "speedup"             # KM median epochs of the baseline / of the group (> 1: faster)
+COVERAGE = "diff_coverage"      # exact coverage of the order-statistic CI of the median paired difference
+FROM_SURVIVORS = "from_survivors"  # a frontier (point) traced from the seeds that did not diverge
+# A frontier point is traced only where at least this share of the baseline's seeds finished (8 in 10);
+# elsewhere it is "from survivors": reported, never used for a declared test.
+FRONTIER_MIN_FINISHED = 0.8
 
 SPEED = (EPOCHS_TO_TARGET, SECONDS_TO_TARGET, AUC, FIRST_EPOCH_RATIO)
 STABILITY = (DIVERGED, SPREAD, MAX_INCREASE, ASHA_STOPPED)
 PER_TRIAL = (FINAL, EPOCHS_TO_TARGET, SECONDS_TO_TARGET, AUC, FIRST_EPOCH_RATIO, MAX_INCREASE)
 RATES = (DIVERGED, ASHA_STOPPED)
 TESTED = (FINAL, *SPEED, *STABILITY, DISTORTION_GAP)
+TIMES = (EPOCHS_TO_TARGET, SECONDS_TO_TARGET)   # censored: tested with Gehan / log-rank
 # Quantities of the metric's own curve: not comparable across objectives (W2 against KL).
 ON_OBJECTIVE = (FINAL, *SPEED, SPREAD, MAX_INCREASE)
 LABELS = {

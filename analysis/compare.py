@@ -23,23 +23,27 @@ Per trial (on the chosen metric, at the comparison epoch, with the pre-training 
 when logged):
 - ``final``: value at the comparison epoch; ``best``: minimum up to it;
 - ``epochs_to_target`` / ``seconds_to_target``: first epoch (and Tune's ``time_total_s`` then)
-  at which the metric is <= the target (default: the baseline's median final value in the same
-  context, its diverged trials counted as never reaching anything, i.e. +inf); ``inf`` when
-  never reached (censored, kept in the rank tests);
+  at which the metric is <= the target (default: the value 8 in 10 of the baseline's seeds have
+  reached by 3/4 of the comparison epoch, ``censored.reach_target``, the rule analysis.tuned uses;
+  a note names it); ``inf`` when never reached: censored at the comparison epoch, tested with
+  Gehan's paired test (log-rank unpaired) so "slower" can be significant, the speed-up the ratio
+  of Kaplan-Meier median epochs with its CI;
 - ``auc``: area under the curve from epoch 0 on, divided by (epochs x initial value);
 - ``first_epoch_ratio``: value after the first epoch / initial value;
 - ``max_increase``: largest relative epoch-to-epoch increase (0 = monotone; ``inf`` if diverged);
 - ``rate``, ``distortion``: val_rate and val_recon_mu at the comparison epoch.
-A diverged trial's ``final``, ``auc`` and ``max_increase`` are ``inf``: a run that blew up is worse
-than any that finished, and leaving it out would let a group look good by losing its bad seeds.
+A diverged trial's ``final``, ``auc`` and ``max_increase`` are ``inf``. Final quality and divergence
+are never folded into one ranking: the final value is compared on the pairs where both runs
+finished (``n_both``), divergence by McNemar, and a verdict says both where they disagree.
 
 Statistics: a seed fixes initial weights, data order and noise for every variant, so a group is
-compared with the baseline seed by seed - Wilcoxon signed-rank on the paired differences with a
-bootstrap CI of the median difference, the exact McNemar test for divergence; unpaired tests
+compared with the baseline seed by seed - Wilcoxon signed-rank on the paired differences with the
+order-statistic CI of the median difference (its exact coverage in ``diff_coverage``), the exact
+McNemar test for divergence; resamples are seeded from the data, so ≡ groups get equal CIs; unpaired tests
 (Mann-Whitney, Fisher) only where no seeds pair. A study may declare a small family of *primary*
 comparisons (study.json's ``study_config.primary``, from the preset): Holm corrects over that
 family only, and every other test is *exploratory*, reported with its raw p-value and labelled so
-(``holm_family="all"`` or ``"quantity"`` corrects over everything instead). The headline picks
+(``holm_family="all"`` or ``"quantity"`` corrects over everything instead); ≡ tests count once. The headline picks
 each variant's best group on the same seeds it reports on (said so); with enough seeds,
 ``split`` chooses on half the seeds and reports on the other half.
 """
@@ -58,12 +62,12 @@ from plvae import metrics as M
 from plvae.priors import BASELINE, matched_gamma
 
 from analysis import stats
-from analysis.columns import (ASHA_STOPPED, AUC, BEST, BETA, DISTORTION, DISTORTION_GAP, DIVERGED, EPOCH,
-                              EPOCHS_TO_TARGET, FINAL, HOLM_FAMILIES, LABELS, ON_OBJECTIVE, PER_TRIAL, PRIMARY,
-                              RATE, RATES, SPREAD, TESTED, TOTAL_LOSS, final,
-                              high, low, median, n_of, n_used, statistic, std)
+from analysis.columns import (ASHA_STOPPED, AUC, BEST, BETA, COVERAGE, DISTORTION, DISTORTION_GAP, DIVERGED,
+                              EPOCH, EPOCHS_TO_TARGET, FINAL, FROM_SURVIVORS, HOLM_FAMILIES, LABELS, N_BOTH,
+                              ON_OBJECTIVE, PER_TRIAL, PRIMARY, RATE, RATES, SPEEDUP, SPREAD, TESTED, TOTAL_LOSS,
+                              ci, final, high, low, median, n_of, n_used, statistic, std)
 from analysis.curves import trial_curve, trial_quantities
-from analysis.frontier import distortion_gaps, frontier, frontier_at
+from analysis.frontier import distortion_gaps, frontier, frontier_at, frontier_notes
 from analysis.groups import equivalences, objective, unkey
 from analysis.load import Study
 from analysis.pairing import Pairing, build
@@ -114,6 +118,7 @@ class Comparison:
     split: pd.DataFrame = field(default_factory=pd.DataFrame)
     data_alpha: float = math.nan
     data_gamma: float = math.nan
+    target_how: dict = field(default_factory=dict)   # context -> how its target was set
     alpha: InitVar[Optional[float]] = None   # deprecated spelling of `significance`, for one release
 
     def __post_init__(self, alpha):
@@ -196,9 +201,11 @@ def compare(study: Study, baseline: str = BASELINE, metric: Optional[str] = None
     equiv = equivalences(s.group_trials, s.group_keys, s.context_keys)
     groups, tests = _group_rows(s, per_trial, frontier_trials, frontier_keys, equiv)
     data_alpha, data_gamma = data_alpha_gamma(study)
-    tests = correct(tests, groups, s.group_keys, primary, per_trial, data_gamma, holm_family, significance, notes)
+    tests = correct(tests, groups, s.group_keys, s.context_keys, primary, per_trial, data_gamma, holm_family,
+                    significance, notes)
     per_trial = per_trial.drop(columns="_g")
-    notes += _notes(s, groups, front, equiv)
+    notes += _notes(s, groups, front, equiv) + s.target_notes() + frontier_notes(groups, front, [k for k in s.context_keys if k != BETA],
+                                                                         s.min_seeds)
     notes += gamma_zero_check(per_trial, baseline, s.context_keys, s.reps)
     head = headline(groups, s.context_keys, baseline, min_seeds, significance, s.total_loss)
     halves = split(per_trial, s.context_keys, s.variant_keys, baseline, s.reps, s.total_loss, n_resamples, seed)
@@ -209,7 +216,8 @@ def compare(study: Study, baseline: str = BASELINE, metric: Optional[str] = None
     stable = stable_lr_table(per_trial, s.context_keys, s.variant_keys) if "lr" in s.context_keys and \
         per_trial["lr"].nunique() > 1 else None
     return Comparison(metric=metric, baseline=baseline, per_trial=per_trial, groups=groups, tests=tests,
-                      headline=head, stable_lr=stable, targets=s.targets, context_keys=s.context_keys,
+                      headline=head, stable_lr=stable, targets=s.targets, target_how=s.target_how,
+                      context_keys=s.context_keys,
                       group_keys=s.group_keys, significance=significance, min_seeds=min_seeds,
                       holm_family=holm_family, notes=notes, frontier=front, frontier_keys=frontier_keys,
                       primary=tests[tests["family"] == PRIMARY].reset_index(drop=True), split=halves,
@@ -266,10 +274,10 @@ def _group_rows(s: Pairing, per_trial: pd.DataFrame, frontier_trials: pd.DataFra
         bkey = s.base_of.get(s.context(key))
         b = s.frame(bkey, s.epochs[key]) if bkey is not None and bkey != key else None
         rec["small"] = len(g) < s.min_seeds or (b is not None and len(b) < s.min_seeds)
-        rec["rel_final"] = math.nan
-        for q in (*_ci(DISTORTION_GAP), "rel_distortion_gap"):
+        rec["rel_final"] = rec[N_BOTH] = math.nan
+        for q in (*_ci(DISTORTION_GAP), "rel_distortion_gap", *ci(SPEEDUP)):
             rec[q] = math.nan
-        rec["n_gap"] = 0
+        rec["n_gap"], rec[FROM_SURVIVORS] = 0, False
         if b is not None:
             tests += _tests_against(s, len(groups), rec, key, g, b, frontier_trials, frontier_keys, i)
         groups.append(rec)
@@ -281,22 +289,25 @@ def _ci(q: str) -> tuple:
 
 
 def _estimates(s: Pairing, i: int, key: tuple, g: pd.DataFrame, equiv: dict) -> dict:
-    """A group's estimates with bootstrap CIs (medians; std across seeds; Wilson intervals of rates)."""
-    boot = dict(n_resamples=s.n_resamples, seed=s.seed + i)
+    """A group's estimates with content-seeded bootstrap CIs (so ≡ groups get identical intervals):
+    medians, the final value over the seeds that finished (divergence is its own rate), std across
+    seeds, Wilson intervals of rates."""
+    boot = dict(n_resamples=s.n_resamples)
     variant = g["variant"].iloc[0]
     rec = unkey(s.group_keys, key)
     rec.update({"is_baseline": s.base_of.get(s.context(key)) == key, "n": len(g),
                 "target": float(g["target"].iloc[0]), EPOCH: s.epochs[key],
                 "objective": objective(variant), "equiv": equiv.get(key, "")})
     for q in PER_TRIAL + (BEST,):
-        e = stats.bootstrap_ci(g[q], statistic(q), **boot)
+        v = g[q].to_numpy(float)
+        e = stats.content_bootstrap_ci(v[np.isfinite(v)] if q == FINAL else v, statistic(q), **boot)
         rec[q], rec[low(q)], rec[high(q)], rec[n_used(q)] = e.value, e.low, e.high, e.n
     for q in (RATE, DISTORTION):
-        e = stats.bootstrap_ci(g[q][np.isfinite(g[q].astype(float))], median, **boot)
+        e = stats.content_bootstrap_ci(g[q][np.isfinite(g[q].astype(float))], median, **boot)
         rec[q], rec[low(q)], rec[high(q)] = e.value, e.low, e.high
     fin = g[FINAL].to_numpy(dtype=float)
     fin = fin[np.isfinite(fin)]
-    e = stats.bootstrap_ci(fin, std, **boot)
+    e = stats.content_bootstrap_ci(fin, std, **boot)
     rec[SPREAD], rec[low(SPREAD)], rec[high(SPREAD)] = e.value, e.low, e.high
     rec["final_mean"] = float(fin.mean()) if len(fin) else math.nan
     rec["cv"] = float(e.value / rec["final_mean"]) if len(fin) > 1 and rec["final_mean"] else math.nan
@@ -311,19 +322,18 @@ def _estimates(s: Pairing, i: int, key: tuple, g: pd.DataFrame, equiv: dict) -> 
 
 def _tests_against(s: Pairing, row: int, rec: dict, key: tuple, g: pd.DataFrame, b: pd.DataFrame,
                    frontier_trials: pd.DataFrame, frontier_keys: list, i: int) -> list:
-    """A group's relative change, its distortion gap, and its tests against the baseline frame b
-    (rec is completed in place)."""
-    bf = float(np.median(b[FINAL])) if len(b) else math.nan
+    """A group's distortion gap and its tests against the baseline frame b; rec gets the relative
+    change of the final value (the median ratio on the pairs where both finished), the speed-up and
+    n_both (in place)."""
     comparable = not (s.total_loss and objective(rec["variant"]) != objective(s.baseline))
-    if comparable:
-        rec["rel_final"] = rec[FINAL] / bf - 1 if bf and math.isfinite(bf) and math.isfinite(rec[FINAL]) \
-            else math.nan
     gap = distortion_gaps(g, frontier_trials, frontier_keys, unkey(s.group_keys, key), s.reps)
     if len(gap):
-        e = stats.bootstrap_ci(gap["gap"], median, n_resamples=s.n_resamples, seed=s.seed + i)
+        e = stats.median_ci(gap["gap"])
         rec[DISTORTION_GAP], rec[low(DISTORTION_GAP)], rec[high(DISTORTION_GAP)] = e.value, e.low, e.high
+        rec[COVERAGE + "_gap"] = e.coverage
         rec["rel_distortion_gap"] = float(np.median(gap["rel_gap"]))
         rec["n_gap"] = len(gap)
+        rec[FROM_SURVIVORS] = bool(gap[FROM_SURVIVORS].any())
     tests = []
     for q in TESTED:
         if q in ON_OBJECTIVE and not comparable:
@@ -332,11 +342,29 @@ def _tests_against(s: Pairing, row: int, rec: dict, key: tuple, g: pd.DataFrame,
             if not frontier_trials.empty:
                 tests.append(gap_test(row, rec, key, s.group_keys, gap, s.min_seeds))
             continue
-        tests.append(quantity_test(row, q, rec, key, s.group_keys, g, b, s.reps, s.min_seeds, s.n_resamples,
-                                   s.seed + i))
+        t = quantity_test(row, q, rec, key, s.group_keys, g, b, s.reps, s.min_seeds, s.n_resamples, s.seed + i)
+        tests.append(t)
         if q == FINAL:
-            rec["direction_final"] = direction(tests[-1])
+            rec["direction_final"] = direction(t)
+            rec[N_BOTH] = t[N_BOTH]
+            rec["rel_final"] = _relative(t, rec[FINAL], b)
+        if q == DIVERGED:
+            rec["direction_diverged"] = direction(t)
+        if q == EPOCHS_TO_TARGET:
+            for c in ci(SPEEDUP):
+                rec[c] = t.get(c, math.nan)
     return tests
+
+
+def _relative(t: dict, value: float, b: pd.DataFrame) -> float:
+    """The final value relative to the baseline's, minus 1: the median ratio over the pairs where both
+    finished, else the ratio of the finished runs' medians."""
+    if t.get("paired") and not pd.isna(t.get("ratio", math.nan)):
+        return float(t["ratio"]) - 1
+    v = b[FINAL].to_numpy(float)
+    v = v[np.isfinite(v)]
+    bf = float(np.median(v)) if len(v) else math.nan
+    return value / bf - 1 if bf and math.isfinite(bf) and math.isfinite(value) else math.nan
 
 
 def _notes(s: Pairing, groups: pd.DataFrame, front: pd.DataFrame, equiv: dict) -> list:

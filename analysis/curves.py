@@ -13,7 +13,7 @@ import pandas as pd
 
 from plvae import metrics as M
 
-from analysis.columns import (AUC, BEST, DISTORTION, DIVERGED, EPOCHS_TO_TARGET, FINAL, FIRST_EPOCH_RATIO,
+from analysis.columns import (AUC, BEST, CLOCK, DISTORTION, DIVERGED, EPOCHS_TO_TARGET, FINAL, FIRST_EPOCH_RATIO,
                               MAX_INCREASE, PER_TRIAL, RATE, SECONDS_TO_TARGET, initial)
 from analysis.tune_files import ITERATION, TIME_TOTAL
 
@@ -86,6 +86,8 @@ class TrialCurves:
         q[RATE] = float(self.rate[i]) if ok else math.nan
         q[DISTORTION] = float(self.distortion[i]) if ok else math.nan
         q[DIVERGED] = bool(diverged)
+        clock = self.t[keep]
+        q[CLOCK] = float(clock[-1]) if len(clock) else math.nan
         return q
 
 

@@ -7,12 +7,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-import numpy as np
 import pandas as pd
 
 from plvae import metrics as M
 
-from analysis.columns import ASHA_STOPPED, FINAL, REPLICATE_PARAMS, TOTAL_LOSSES
+from analysis.censored import TARGET_FRACTION, TARGET_REACH, reach_target, target_epoch
+from analysis.columns import ASHA_STOPPED, BEST, REPLICATE_PARAMS, TOTAL_LOSSES
 from analysis.curves import trial_curves
 from analysis.groups import context_text, group_key, keys, masked, same, unkey
 from analysis.load import Study
@@ -39,6 +39,7 @@ class Pairing:
     group_trials: dict           # group key -> its trials (rows of the masked trials table)
     base_of: dict = field(default_factory=dict)    # context -> the baseline group's key
     targets: dict = field(default_factory=dict)    # context -> target value
+    target_how: dict = field(default_factory=dict)  # context -> how its target was set
     epochs: dict = field(default_factory=dict)     # group key -> comparison epoch
     cache: dict = field(default_factory=dict)
 
@@ -92,28 +93,45 @@ class Pairing:
             self.base_of[ctx] = key
 
     def find_targets(self, target: Union[None, float, dict], notes: list) -> None:
-        """The target per context: as given, else the baseline's median final value (its diverged
-        trials count as +inf: they never reach anything, and are not left out)."""
+        """The target per context: as given, else the value TARGET_REACH (8 in 10) of the baseline's
+        seeds have reached by TARGET_FRACTION (3/4) of its comparison epoch (``reach_target``, the
+        rule analysis.tuned uses; a diverged seed has reached nothing). ``target_how`` says how."""
         for key in self.group_trials:
             ctx = self.context(key)
             if ctx in self.targets:
                 continue
-            if isinstance(target, dict):
-                self.targets[ctx] = float(target.get(ctx, math.nan))
-            elif target is not None:
-                self.targets[ctx] = float(target)
+            if isinstance(target, dict) or target is not None:
+                self.targets[ctx] = float(target.get(ctx, math.nan)) if isinstance(target, dict) else float(target)
+                self.target_how[ctx] = "given (--target)"
             elif ctx in self.base_of:
-                bt = self.group_trials[self.base_of[ctx]][TRIAL_ID]
-                e = self.common_epoch(bt)
-                finals = [self.curves[t].at(e, math.nan)[FINAL] for t in bt]
-                med = float(np.median(finals)) if finals else math.nan
-                self.targets[ctx] = med if math.isfinite(med) else math.nan
-                if finals and not math.isfinite(med):
-                    notes.append(f"the baseline diverged in at least half its seeds at "
+                self.targets[ctx], self.target_how[ctx] = self._baseline_target(self.base_of[ctx])
+                if not math.isfinite(self.targets[ctx]):
+                    self.targets[ctx] = math.nan
+                    notes.append(f"fewer than {TARGET_REACH:.0%} of the baseline's seeds finished at "
                                  f"{context_text(self.context_keys, ctx, empty='the study')}: "
                                  f"no target for epochs to target there.")
             else:
-                self.targets[ctx] = math.nan
+                self.targets[ctx], self.target_how[ctx] = math.nan, "no baseline"
+
+    def _baseline_target(self, bkey: tuple) -> tuple[float, str]:
+        """The default target of one context and how it was set."""
+        bt = list(self.group_trials[bkey][TRIAL_ID])
+        e = self.common_epoch(bt)
+        at = target_epoch(e)
+        bests = [math.inf if self.curves[t].diverged_at <= e else self.curves[t].at(at, math.nan)[BEST] for t in bt]
+        value = reach_target(bests)
+        return value, (f"reached by {TARGET_REACH:.0%} of the baseline's {len(bt)} seeds by epoch {at} "
+                       f"({TARGET_FRACTION:g} of the comparison epoch {e:g})")
+
+    def target_notes(self) -> list:
+        """Each context's target for epochs to target, named with how it was set."""
+        out = []
+        for ctx, value in self.targets.items():
+            how = self.target_how.get(ctx, "")
+            if math.isfinite(value) and how != "no baseline":
+                where = context_text(self.context_keys, ctx, empty="the study")
+                out.append(f"target {self.metric} = {value:.5g} at {where}: {how}.")
+        return out
 
 
 def _usable(trials: pd.DataFrame, group_keys: list, notes: list) -> pd.DataFrame:

@@ -75,24 +75,37 @@ def headline(groups: pd.DataFrame, context_keys: list, baseline: str, min_seeds:
 
 
 def verdict(r: dict, baseline: str, significance: float, other_objective: bool = False) -> str:
+    """The final value's verdict (on the pairs where both finished) and, beside it, divergence's
+    (McNemar): never one ranking; where they disagree both are said ("worse, but stabler")."""
     if r["variant"] == baseline:
         return "baseline"
     if other_objective:
         return "other objective (W2): see the rate-distortion view"
     if r.get("small"):
         return "not tested (few seeds)"
-    corrected, raw = r.get(p_holm(FINAL)), r.get(p(FINAL))
-    # the sign of the test's own effect (the median paired difference): the ratio of medians is
-    # undefined when the baseline's median is infinite (at least half its seeds diverged)
-    lower = r.get("direction_final") == "better"
+    text = _verdict_of(r, FINAL, significance, ("better", "worse"), ("lower", "higher"))
+    div = _verdict_of(r, DIVERGED, significance, ("stabler", "less stable"), ("stabler", "less stable"))
+    if not div.startswith(("stabler", "less stable")):
+        return text
+    clash = (text.startswith(("better", "lower")) and div.startswith("less")) or \
+        (text.startswith(("worse", "higher")) and div.startswith("stabler"))
+    return f"{text}, but {div}" if clash else f"{text}; {div}"
+
+
+def _verdict_of(r: dict, q: str, significance: float, words: tuple, raw_words: tuple) -> str:
+    """One quantity's verdict from its Holm p (in the corrected family) or raw p (exploratory)."""
+    corrected, raw = r.get(p_holm(q)), r.get(p(q))
+    # the sign of the test's own effect (the median paired difference on both-finished pairs, or the
+    # difference of divergence rates): a ratio of medians is undefined when a median is infinite
+    lower = r.get(f"direction_{q}") == "better"
     if corrected is not None and not pd.isna(corrected):   # in the corrected family
         if corrected < significance:
-            return "better" if lower else "worse"
+            return words[0] if lower else words[1]
         return "no significant difference"
     if raw is None or pd.isna(raw):
         return "not tested"
     if raw < significance:
-        return ("lower" if lower else "higher") + " (exploratory, uncorrected)"
+        return (raw_words[0] if lower else raw_words[1]) + " (exploratory, uncorrected)"
     return "no difference (exploratory)"
 
 

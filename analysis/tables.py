@@ -12,9 +12,10 @@ import pandas as pd
 
 from plvae import metrics as M
 
-from analysis.columns import (ASHA_STOPPED, AUC, BETA, DISTORTION, DISTORTION_GAP, DIVERGED, EPOCH,
-                              EPOCHS_TO_TARGET, FINAL, FIRST_EPOCH_RATIO, LABELS, MAX_INCREASE, RATE,
-                              SECONDS_TO_TARGET, SPREAD, TOTAL_LOSS, ci, high, low, n_of, p, p_holm)
+from analysis.columns import (ASHA_STOPPED, AUC, BETA, COVERAGE, DISTORTION, DISTORTION_GAP, DIVERGED, EPOCH,
+                              EPOCHS_TO_TARGET, FINAL, FIRST_EPOCH_RATIO, FROM_SURVIVORS, LABELS, MAX_INCREASE,
+                              N_BOTH, RATE, SECONDS_TO_TARGET, SPEEDUP, SPREAD, TOTAL_LOSS, ci, high, low, n_of, p,
+                              p_holm)
 from analysis.compare import Comparison
 from analysis.groups import setting_text
 
@@ -132,12 +133,15 @@ HEADLINE = [
     Col("setting", lambda r, c: setting(r) + (EQUIV if r.get("equiv") else "")), N,
     Col("epoch", lambda r, c: fmt(r[EPOCH])),
     Col(lambda c: f"{c.metric} [95% CI]", _est(FINAL)),
-    Col("vs baseline", lambda r, c: pct(r["rel_final"])),
+    Col("vs baseline (both finished)", lambda r, c: pct(r["rel_final"])),
+    Col("n both", lambda r, c: fmt(r.get(N_BOTH))),
     Col("p", _p(FINAL)),
     Col("p (Holm)", lambda r, c: fmt_p(r.get(p_holm(FINAL)))),
     Col("verdict", lambda r, c: r["verdict"]),
     Col("epochs to target", lambda r, c: fmt(r[EPOCHS_TO_TARGET], inf="never")),
+    Col("speed-up", lambda r, c: fmt(r.get(SPEEDUP))),
     Col("diverged", _of_n(DIVERGED)),
+    Col("p diverged", _p(DIVERGED)),
     Col("rate (nats)", lambda r, c: fmt(r[RATE])),
     Col("distortion", lambda r, c: fmt(r[DISTORTION])),
     Col("gap at equal rate", lambda r, c: fmt(r[DISTORTION_GAP])),
@@ -148,11 +152,12 @@ RATE_DISTORTION = [
     Col("rate, nats [95% CI]", _est(RATE)),
     Col("distortion [95% CI]", _est(DISTORTION)),
     Col("gap at equal rate [95% CI]", _est(DISTORTION_GAP)),
-    Col("seeds inside frontier", lambda r, c: r["n_gap"]),
+    Col("seeds inside frontier", lambda r, c: r["n_gap"] if not r.get(FROM_SURVIVORS) else f"{r['n_gap']} (from survivors)"),
     Col("p", _p(DISTORTION_GAP)),
 ]
 FRONTIER = [
     Col("β (kl_coeff)", lambda r, c: fmt(r[BETA])), N, Col("diverged", lambda r, c: r[n_of(DIVERGED)]),
+    Col("traced", lambda r, c: "from survivors" if r.get(FROM_SURVIVORS) else "yes"),
     Col("rate, nats [95% CI]", _est(RATE)), Col("distortion [95% CI]", _est(DISTORTION)),
 ]
 SPLIT = [
@@ -167,6 +172,7 @@ SPEED = [
     VARIANT, SETTING, N, Col("target", lambda r, c: fmt(r["target"])),
     Col("reached", lambda r, c: f"{100 * r['reached']:.0f}%"),
     Col(LABELS[EPOCHS_TO_TARGET], _est(EPOCHS_TO_TARGET, inf="never")), Col("p", _p(EPOCHS_TO_TARGET)),
+    Col("speed-up (KM medians) [95% CI]", _est(SPEEDUP)),
     Col(LABELS[SECONDS_TO_TARGET], _est(SECONDS_TO_TARGET, inf="never")), Col("p", _p(SECONDS_TO_TARGET)),
     Col(LABELS[AUC], _est(AUC)), Col("p", _p(AUC)),
     Col(LABELS[FIRST_EPOCH_RATIO], _est(FIRST_EPOCH_RATIO)), Col("p", _p(FIRST_EPOCH_RATIO)),
@@ -255,9 +261,11 @@ def primary_table(c: Comparison) -> pd.DataFrame:
             effect = f"{fmt(r['estimate'])} vs {fmt(r['baseline_estimate'])} diverged"
         else:
             effect = fmt_ci(r["diff"], r["diff_low"], r["diff_high"], inf=inf)
+            if not pd.isna(r.get(COVERAGE)):
+                effect += f" ({100 * r[COVERAGE]:.1f}% exact)"
         rows.append({**{k: fmt(r[k]) for k in ctx}, "variant": r["variant"], "setting": setting(r),
                      "quantity": LABELS.get(q, q), "test": r["test"] + (" (paired)" if r["paired"] else ""),
-                     "pairs": r["n_pairs"], "median paired difference [95% CI]" if q != DIVERGED else "effect": effect,
+                     "pairs": r["n_pairs"], "both finished": fmt(r.get(N_BOTH)), "median paired difference [95% CI]" if q != DIVERGED else "effect": effect,
                      "variant / baseline": f"{fmt(r['estimate'], inf=inf)} / {fmt(r['baseline_estimate'], inf=inf)}",
                      "p": fmt_p(r["p"]), "p (Holm)": fmt_p(r["p_holm"]),
                      "result": (f"significant, {r['direction']}" if r["significant"] else
@@ -274,13 +282,13 @@ def csv_tables(c: Comparison) -> dict:
     """{file name: DataFrame} of the comparison's tables with numeric columns (no formatted
     strings such as '0.0115 [0.0109, 0.0128]'): what write_report writes beside report.md."""
     keys = c.group_keys
-    group_cols = [*keys, "is_baseline", "objective", "equiv", "n", EPOCH, *ci(FINAL), "rel_final",
-                  p(FINAL), p_holm(FINAL), *ci(EPOCHS_TO_TARGET), *ci(AUC), n_of(DIVERGED),
+    group_cols = [*keys, "is_baseline", "objective", "equiv", "n", EPOCH, *ci(FINAL), "rel_final", N_BOTH,
+                  p(FINAL), p_holm(FINAL), *ci(EPOCHS_TO_TARGET), *ci(SPEEDUP), *ci(AUC), n_of(DIVERGED),
                   *ci(DIVERGED), *ci(RATE), *ci(DISTORTION), *ci(DISTORTION_GAP), "n_gap",
-                  p(DISTORTION_GAP), TOTAL_LOSS, "target", "small"]
-    test_cols = [*keys, "quantity", "family", "test", "paired", "n", "n_baseline", "n_pairs", "estimate",
-                 "baseline_estimate", "diff", "diff_low", "diff_high", "statistic", "p", "p_holm", "significant",
-                 "direction", "note"]
+                  FROM_SURVIVORS, p(DISTORTION_GAP), TOTAL_LOSS, "target", "small"]
+    test_cols = [*keys, "equiv", "quantity", "family", "test", "paired", "n", "n_baseline", "n_pairs", N_BOTH, "estimate",
+                 "baseline_estimate", "diff", "diff_low", "diff_high", COVERAGE, *ci(SPEEDUP), *ci("ratio"),
+                 FROM_SURVIVORS, "statistic", "p", "p_holm", "significant", "direction", "note"]
     out = {
         "headline.csv": _numeric(c.headline, ["rank", "verdict", *group_cols]),
         "groups.csv": _numeric(c.groups, group_cols + [q for q in c.groups.columns if q.startswith(p(""))]),

@@ -35,7 +35,8 @@ import pandas as pd
 from plvae import metrics as M
 from plvae.priors import BASELINE, VARIANTS
 
-from analysis.censored import censor, finished_pairs, gehan_paired, km_median, speedup
+from analysis.censored import (censor, finished_pairs, gehan_paired, km_median, reach_target, speedup,
+                               target_epoch)
 from analysis.load import ITERATION, TIME_TOTAL, TRIAL_ID, Study, final
 from analysis.stats import holm, mcnemar_exact, median_ci, median_inf
 
@@ -222,13 +223,13 @@ def target_of(study: Study, base_runs: pd.DataFrame, protocol: Protocol) -> tupl
     at 3/4 of the budget is reached by about half the seeds once the curve has flattened and seed
     noise dominates. Returns the target, how many baseline seeds ever reach it, of how many, a note."""
     budget = int(base_runs["max_epochs"].max())
-    at = max(1, round(protocol.target_fraction * budget))
+    at = target_epoch(budget, protocol.target_fraction)
     h = study.history[study.history[TRIAL_ID].isin(base_runs[TRIAL_ID]) & (study.history[ITERATION] <= at)]
     best = h.groupby(TRIAL_ID)[protocol.metric].min().reindex(base_runs[TRIAL_ID]).astype(float)
     best = best.where(np.isfinite(best.to_numpy()), np.inf).fillna(np.inf)
     if base_runs["diverged"].astype(bool).any():   # a diverged seed has reached nothing
         best[base_runs.loc[base_runs["diverged"].astype(bool), TRIAL_ID].to_numpy()] = np.inf
-    target = float(np.quantile(best.to_numpy(), protocol.target_reach, method="inverted_cdf"))
+    target = reach_target(best.to_numpy(), protocol.target_reach)   # the rule analysis.compare uses too
     reached = int(np.isfinite(_first_reach(study, base_runs, target, protocol.metric)[0]).sum())
     note = (f"target {protocol.metric} = {target:.5g}: reached by {protocol.target_reach:.0%} of the tuned "
             f"baseline's seeds by epoch {at} of {budget} ({protocol.target_fraction:g} of the budget); "

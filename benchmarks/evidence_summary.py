@@ -14,7 +14,12 @@ is the evidence: small enough to commit, and everything else is computed from it
 Step 2 (always, from ``trials.csv`` alone): rebuild each study with
 ``analysis.Study.from_history`` and compare it (``analysis.compare``, on val_loss, paired by
 seed, Holm over the preset's primary family) into:
-- ``primary.csv``: the declared primary comparisons of every study (paired effect, CI, p, Holm p);
+- ``primary.csv``: the declared primary comparisons of every study (paired effect, CI, p), corrected
+  as ONE family over all the studies that declare the same ``primary_family`` (study.json's
+  study_config; default: one family over every study): Holm over the distinct tests (a test of a
+  group identical by construction, ≡, counts once), with its size ``n_family``, each test's n and
+  the exact p floor a paired sign-flip test has at that n (``p_floor``, 2 / 2^n) beside it; the
+  per-study Holm p is kept as ``p_holm_study``;
 - ``headline.csv``: each variant's best setting per context (exploratory, selected on the seeds
   it reports) and ``split.csv``: the best gamma chosen on half the seeds, reported on the other;
 - ``groups.csv``: every group with its rate, distortion and distortion gap at equal rate;
@@ -49,6 +54,7 @@ from analysis.figures import DPI, plot_divergence, plot_gamma_vs_final, plot_rat
 from analysis.load import best, final
 from analysis.report import csv_tables
 from analysis.stats import bootstrap_ci, median_inf, paired_differences, wilcoxon_paired
+from evidence_family import HEADLINE_FAMILY, family_markdown, one_family
 from plvae import metrics as M
 from plvae.priors import PRIOR_FIELDS, matched_gamma, prior_scale
 
@@ -76,6 +82,7 @@ def export_trials(root: str) -> tuple[pd.DataFrame, dict]:
         cfg = study.meta.get("study_config") or {}
         alpha, gamma = data_alpha_gamma(study)
         meta[name] = {"preset": study.meta.get("preset"), "primary": cfg.get("primary") or [],
+                      "primary_family": cfg.get("primary_family") or HEADLINE_FAMILY,
                       "data_alpha": alpha, "data_gamma": gamma, "status": study.status,
                       "max_epochs": study.meta.get("max_epochs")}
         c = analysis.compare(study, n_resamples=200)
@@ -299,6 +306,10 @@ def summarise(trials: pd.DataFrame, meta: dict, out: str, alpha: bool = True) ->
         if not parts:
             continue
         df = pd.concat(parts, ignore_index=True)
+        if key == "primary":
+            df = one_family(df, meta)
+            with open(os.path.join(out, "primary.md"), "w") as f:
+                f.write(family_markdown(df))
         df = df[["study", *[c for c in df.columns if c != "study"]]]
         df.to_csv(os.path.join(out, f"{key}.csv"), index=False, float_format="%.6g")
         print(f"{key}.csv: {len(df)} rows")

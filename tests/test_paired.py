@@ -138,13 +138,16 @@ def test_divergence_is_paired_and_a_diverged_baseline_counts_in_the_target():
     t = c.tests.set_index("quantity")
     assert t.loc["diverged", "test"] == "mcnemar" and t.loc["diverged", "p"] == pytest.approx(2 / 64)
     assert t.loc["diverged", "direction"] == "better"
-    # 6 of 10 baseline seeds diverged: its median final is inf, so there is no finite target
+    # 6 of 10 baseline seeds diverged: fewer than 8 in 10 reach anything, so there is no target
     assert math.isnan(next(iter(c.targets.values())))
-    # ... and no finite ratio to the baseline: the verdict follows the paired effect's sign
+    # final quality only on the 4 pairs where both finished (issue 19): powerlaw is 20% worse on each,
+    # which 4 pairs cannot make significant; divergence is its own test, said beside it
     head = c.headline.set_index("variant")
-    assert pd.isna(head.loc["powerlaw", "rel_final"]) and head.loc["powerlaw", "direction_final"] == "better"
-    assert "higher" not in head.loc["powerlaw", "verdict"] and "worse" not in head.loc["powerlaw", "verdict"]
-    assert any("diverged in at least half" in n for n in c.notes)
+    assert head.loc["powerlaw", "n_both"] == 4 and head.loc["powerlaw", "rel_final"] == pytest.approx(0.2)
+    assert head.loc["powerlaw", "direction_final"] == "worse" and head.loc["powerlaw", "direction_diverged"] == "better"
+    assert "better" not in head.loc["powerlaw", "verdict"].split(";")[0]
+    assert "stabler" in head.loc["powerlaw", "verdict"]
+    assert any("no target for epochs to target" in n for n in c.notes)
 
 
 def test_primary_family_is_the_only_one_corrected():

@@ -52,17 +52,18 @@ def test_presets_exist_and_validate():
 
 
 def test_evidence_real_is_the_documented_design():
-    """The preset's comment promises 260 + 520 + 100 + 80 = 960 trials, ten seeds each setting."""
+    """The preset's comment promises 260 + 520 + 100 + 140 = 1020 trials, ten seeds each setting; the
+    beta sweep goes three halvings below 0.025 (issue 19)."""
     cfg = load_preset("evidence_real").fill_in().validate()
     p = plan(cfg, {"k": 1.7})
     assert p.extra == {"data_alpha": 1.7, "data_gamma": 0.85}
     trials = p.trials
-    assert len(trials) == 960
+    assert len(trials) == 1020
     assert {t["latent_dim"] for t in trials} == {16, 64, 256}
     assert {t["min_decay"] for t in trials if t["variant"] == "powerlaw_clamp"} == {0.001, 0.01}
     assert {t["gamma"] for t in trials if t["variant"] == "powerlaw_clamp"} == {0.25, 0.85, 1.7, 2.55}
     assert {t["kl_coeff"] for t in trials if t["variant"] == "vae" and t["latent_dim"] == 64} == \
-        {0.025, 0.05, 0.1, 0.2, 0.4}
+        {0.003125, 0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.4}
     assert {t["variant"] for t in trials} == set(VARIANT_NAMES)
     settings = {}
     for t in trials:
