@@ -53,20 +53,20 @@ SYMBOLS = {"gamma": "γ", BETA: "β"}
 
 # ------------------------------------------------------------------------------ per-trial quantities
 
-FINAL = "final"
+FINAL = M.FINAL_VALUE
 BEST = "best"
-EPOCHS_TO_TARGET = "epochs_to_target"
+EPOCHS_TO_TARGET = M.EPOCHS_TO_TARGET
 SECONDS_TO_TARGET = "seconds_to_target"
 AUC = "auc"
 FIRST_EPOCH_RATIO = "first_epoch_ratio"
 MAX_INCREASE = "max_increase"
 SPREAD = "spread"               # std of the final value across seeds (a group statistic)
-DIVERGED = "diverged"
+DIVERGED = M.DIVERGED        # the group's divergence rate; the per-epoch flag's name
 ASHA_STOPPED = "early_stopped"
 TOTAL_LOSS = "total_loss"       # final val_loss, shown beside
 RATE = "rate"                   # final val_rate: KL summed over latent dims, nats per example
 DISTORTION = "distortion"       # final val_recon_mu
-DISTORTION_GAP = "distortion_gap"  # distortion minus the baseline frontier's at the same rate
+DISTORTION_GAP = M.DISTORTION_GAP  # distortion minus the baseline frontier's at the same rate
 EPOCH = "epoch"                 # the epoch a comparison is made at
 CLOCK = "seconds_at_epoch"      # Tune's time_total_s at the comparison epoch: where seconds to target censor
 N_BOTH = "n_both"               # pairs where both runs finished: the n of a final-value comparison
@@ -93,9 +93,8 @@ LABELS = {
     TOTAL_LOSS: "total loss", RATE: "rate (nats)", DISTORTION: "distortion (recon_mu)",
     DISTORTION_GAP: "distortion gap at equal rate",
 }
-# A preset's `primary` entries name these quantities (tune's StudyConfig validates its own list).
-PRIMARY_QUANTITIES = {"final": FINAL, "epochs_to_target": EPOCHS_TO_TARGET, "diverged": DIVERGED,
-                      "distortion_gap": DISTORTION_GAP}
+# A preset's `primary` entries name these quantities (plvae.metrics, which tune validates against).
+PRIMARY_QUANTITIES = dict(zip(M.PRIMARY_QUANTITIES, (FINAL, EPOCHS_TO_TARGET, DIVERGED, DISTORTION_GAP)))
 PRIMARY, EXPLORATORY = "primary", "exploratory"
 HOLM_FAMILIES = ("primary", "all", "quantity")
 

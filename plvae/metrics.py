@@ -62,6 +62,13 @@ EPOCH_METRICS = (
     ACTIVE_UNITS, ACTIVE_UNITS_WHITENED, LATENT_ALPHA, DIVERGED, TRAIN_TIME_S,
 )
 
+# The per-trial quantities a preset's `primary:` comparisons may name: tune validates presets
+# against this tuple and the analysis computes them (analysis.columns), so neither spells its own.
+FINAL_VALUE = "final"                  # the metric at the comparison epoch
+EPOCHS_TO_TARGET = "epochs_to_target"  # epochs to the target (censored where never reached)
+DISTORTION_GAP = "distortion_gap"      # distortion minus the baseline frontier's at the same rate
+PRIMARY_QUANTITIES = (FINAL_VALUE, EPOCHS_TO_TARGET, DIVERGED, DISTORTION_GAP)
+
 # Trial outcomes, defined once: the study runner's study.json and the analysis both classify a
 # trial into exactly one of these.
 COMPLETED = "completed"          # ran every planned epoch

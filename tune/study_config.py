@@ -31,7 +31,7 @@ STUDY_METRICS = tuple(m for m in (M.metric(stage, name) for stage in (M.VAL, M.T
                                   for name in (M.RECON_MU, M.LOSS, M.RECON, M.DIVERGENCE))
                       if m in M.EPOCH_METRICS)
 # A `primary` entry: one declared comparison (Holm corrects over these only; analysis.compare).
-PRIMARY_QUANTITIES = ("final", "epochs_to_target", "diverged", "distortion_gap")
+PRIMARY_QUANTITIES = M.PRIMARY_QUANTITIES
 PRIMARY_KEYS = ("quantity", "variant", "where", "per")
 
 
