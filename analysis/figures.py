@@ -250,13 +250,13 @@ def plot_latent_spectrum(study: Study) -> Optional[Figure]:
     return fig
 
 
-def plot_data_spectrum(study: Study, max_samples: int = 4096) -> tuple[Optional[Figure], str]:
-    """The dataset's covariance spectrum with its fitted power law (plvae.spectrum), from the
-    data of the study's first trial. Optional: needs plvae.data to load the data cheaply (a
-    generated dataset, or files already on disk); returns (None, reason) otherwise."""
+def plot_data_spectrum(study: Study) -> tuple[Optional[Figure], str]:
+    """The dataset's covariance spectrum with its fitted power law, from the data of the study's
+    first trial, measured exactly as the study measured its alpha (plvae.spectrum, the whole
+    training split), so the figure's alpha and study.json's agree. Optional: needs plvae.data to
+    load the data cheaply (a generated dataset, or files already on disk); (None, reason) otherwise."""
     try:
-        from plvae.data import load_data
-        from plvae.spectrum import eigenspectrum, fit_power_law
+        from plvae.spectrum import spectrum_of_dataset
     except Exception as e:  # the data or spectrum module missing or broken: a figure less, no failure
         return None, f"plvae.data / plvae.spectrum unavailable ({type(e).__name__}: {e})"
     t = study.trials
@@ -264,12 +264,7 @@ def plot_data_spectrum(study: Study, max_samples: int = 4096) -> tuple[Optional[
         return None, "no trials"
     try:
         cfg = trial_config(study, t[TRIAL_ID].iloc[0]).replace(download=False)
-        data = load_data(cfg).train
-        x = np.asarray(data).reshape(len(data), -1)[:max_samples].astype(np.float64)
-        if data.dtype == np.uint8:
-            x = x / 255.0
-        eigs = eigenspectrum(x)
-        fit = fit_power_law(eigs)
+        eigs, fit = spectrum_of_dataset(cfg)
     except Exception as e:
         return None, f"dataset spectrum not computed ({type(e).__name__}: {e})"
     fig, axes = panels(1, width=6.0, height=4.2)
@@ -288,7 +283,7 @@ def plot_data_spectrum(study: Study, max_samples: int = 4096) -> tuple[Optional[
     ax.legend(fontsize=7)
     measured = study.data_alpha.get(cfg.dataset)
     note = f"; study.json: α = {measured:.3f}" if isinstance(measured, (int, float)) else ""
-    fig.suptitle(f"Spectrum of {cfg.dataset} ({len(x)} training images, {x.shape[1]} pixels{note})")
+    fig.suptitle(f"Spectrum of {cfg.dataset} (training split, {len(eigs)} eigenvalues{note})")
     return fig, ""
 
 

@@ -290,15 +290,20 @@ def spectrum_of_dataset(cfg_or_name, *, kmin: int = 2, kmax: Optional[int] = Non
     return eigs, fit_power_law(eigs, kmin=kmin, kmax=kmax, bootstrap=bootstrap, ci=ci, seed=seed)
 
 
+def split_spectrum(train, precision: str = "auto") -> np.ndarray:
+    """Eigenvalues of a training split as the networks see it (uint8 rescaled to [0, 1]; alpha
+    does not depend on the scale): the one measurement behind a study's data alpha, the report's
+    data-spectrum figure and ``python -m plvae.spectrum``."""
+    eigs = eigenspectrum(train, precision=precision)
+    return eigs / 255.0 ** 2 if np.asarray(train).dtype == np.uint8 else eigs
+
+
 def _training_spectrum(cfg, precision: str) -> tuple[np.ndarray, tuple]:
-    """Eigenvalues of cfg's training split (uint8 rescaled to [0, 1]) and the split's shape."""
+    """Eigenvalues of cfg's training split and the split's shape."""
     from plvae.data import load_data  # lazy: data.py pulls in torch, Lightning, torchvision
 
     train = load_data(cfg).train
-    eigs = eigenspectrum(train, precision=precision)
-    if train.dtype == np.uint8:
-        eigs = eigs / 255.0 ** 2
-    return eigs, train.shape
+    return split_spectrum(train, precision), train.shape
 
 
 def plot_spectrum(eigs, fit: Optional[PowerLawFit], path, title: Optional[str] = None) -> Path:

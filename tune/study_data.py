@@ -39,9 +39,9 @@ def load_study_data(cfg: StudyConfig) -> dict:
 
 def measure_alphas(data: dict) -> dict:
     """{data_key_name: alpha}, the power-law exponent of each training split's covariance spectrum."""
-    from plvae.spectrum import eigenspectrum, fit_power_law
+    from plvae.spectrum import fit_power_law, split_spectrum
 
-    return {data_key_name(k): float(fit_power_law(eigenspectrum(v.train)).alpha) for k, v in data.items()}
+    return {data_key_name(k): float(fit_power_law(split_spectrum(v.train)).alpha) for k, v in data.items()}
 
 
 def load_and_measure(cfg: StudyConfig, measure: bool) -> tuple[dict, dict]:
