@@ -15,9 +15,10 @@ per seed, the group's distortion minus the frontier of the same seed interpolate
 at the group's rate; a lower distortion bought with a higher rate is a move along the curve,
 not a gain.
 
-Equal budgets: under ASHA trials stop at different epochs, so each group is compared with the
-baseline at the last epoch every compared (non-diverged) trial of both reached - the group's
-``epoch`` - never on "final" values of runs of different lengths.
+Equal budgets: under ASHA trials stop at different epochs, so each context is compared at one
+epoch, the last every non-diverged trial of the context reached - the ``epoch`` column - never on
+"final" values of runs of different lengths: the groups, their tests, the headline's rank and the
+answer all read that one epoch (a longer run's later epochs are not used).
 
 Per trial (on the chosen metric, at the comparison epoch, with the pre-training value as epoch 0
 when logged):
@@ -240,14 +241,15 @@ def _check(study: Study, metric: str, baseline: str, holm_family: str) -> None:
 
 
 def _per_trial_table(s: Pairing, study: Study) -> pd.DataFrame:
-    """One row per usable trial: its quantities at its group's comparison epoch (the last epoch
-    every compared trial of the group and its baseline reached)."""
+    """One row per usable trial: its quantities at its context's comparison epoch (the last epoch
+    every non-diverged trial of the context reached)."""
     rows = []
+    ctx_epoch = {}
     for key, g in s.group_trials.items():
         ctx = s.context(key)
-        bkey = s.base_of.get(ctx)
-        tids = list(g[TRIAL_ID]) + (list(s.group_trials[bkey][TRIAL_ID]) if bkey is not None and bkey != key else [])
-        s.epochs[key] = s.common_epoch(tids)
+        if ctx not in ctx_epoch:
+            ctx_epoch[ctx] = s.context_epoch(ctx)
+        s.epochs[key] = ctx_epoch[ctx]
         for rec in g.to_dict("records"):
             q = s.at(rec[TRIAL_ID], s.epochs[key], s.targets[ctx])
             rows.append({TRIAL_ID: rec[TRIAL_ID], **{k: rec[k] for k in s.group_keys}, **{k: rec[k] for k in s.reps},
@@ -347,8 +349,9 @@ def _notes(s: Pairing, groups: pd.DataFrame, front: pd.DataFrame, equiv: dict) -
         notes.append(f"{int((groups['n'] < s.min_seeds).sum())} group(s) have fewer than {s.min_seeds} usable "
                      f"trials: flagged 'small' and not tested.")
     if len({c.last for c in s.curves.values() if not math.isfinite(c.diverged_at)}) > 1:
-        notes.append("trials ran different numbers of epochs (ASHA): each group is compared with the baseline at "
-                     "the last epoch every compared trial of both reached (the `epoch` column).")
+        notes.append("trials ran different numbers of epochs (ASHA): each context is compared at one epoch, the "
+                     "last every non-diverged trial of it reached (the `epoch` column); later epochs of longer "
+                     "runs are not used, so no rank or sentence sets one epoch's value against another's.")
     if s.total_loss and (groups["objective"] == "w2").any():
         notes.append(f"W2 groups optimise a different objective: not ranked or tested against the KL variants on "
                      f"{s.metric}; see the rate-distortion view (distortion gap at equal rate).")

@@ -1,6 +1,7 @@
 """What ``compare`` compares with what: the usable trials and their curves, each context's baseline
-group and target, and each group's comparison epoch (equal budgets: the last epoch every compared,
-non-diverged trial of the group and its baseline reached)."""
+group and target, and each context's comparison epoch (equal budgets: the last epoch every
+non-diverged trial of the context reached, so that every value of one context - the groups, the
+tests, the headline's ranking and the answer - comes from one epoch)."""
 from __future__ import annotations
 
 import math
@@ -39,7 +40,7 @@ class Pairing:
     group_trials: dict           # group key -> its trials (rows of the masked trials table)
     base_of: dict = field(default_factory=dict)    # context -> the baseline group's key
     targets: dict = field(default_factory=dict)    # context -> target value
-    epochs: dict = field(default_factory=dict)     # group key -> comparison epoch
+    epochs: dict = field(default_factory=dict)     # group key -> comparison epoch (its context's)
     cache: dict = field(default_factory=dict)
 
     @property
@@ -57,6 +58,12 @@ class Pairing:
         """The last epoch every non-diverged trial of these reached (all diverged: the longest)."""
         lasts = [self.curves[t].last for t in tids if not math.isfinite(self.curves[t].diverged_at)]
         return float(min(lasts)) if lasts else float(max((self.curves[t].last for t in tids), default=0.0))
+
+    def context_epoch(self, ctx: tuple) -> float:
+        """A context's comparison epoch: the last epoch every non-diverged trial of it reached.
+        One per context, so no ranking or sentence ever sets one epoch's value against another's."""
+        return self.common_epoch([t for key, g in self.group_trials.items() if self.context(key) == ctx
+                                  for t in g[TRIAL_ID]])
 
     def at(self, tid, epoch: float, target: float) -> dict:
         """A trial's quantities as of `epoch` (cached: the baseline's are asked for once per pair)."""
@@ -104,7 +111,7 @@ class Pairing:
                 self.targets[ctx] = float(target)
             elif ctx in self.base_of:
                 bt = self.group_trials[self.base_of[ctx]][TRIAL_ID]
-                e = self.common_epoch(bt)
+                e = self.context_epoch(ctx)
                 finals = [self.curves[t].at(e, math.nan)[FINAL] for t in bt]
                 med = float(np.median(finals)) if finals else math.nan
                 self.targets[ctx] = med if math.isfinite(med) else math.nan
