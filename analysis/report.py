@@ -42,7 +42,7 @@ def _primary_sentences(c: Comparison) -> list[str]:
     if t.empty:
         return []
     out = [f"Primary comparisons (declared before the study; Holm-corrected over these {len(t)} tests only, "
-           f"α = {c.significance:g}):"]
+           f"significance level {c.significance:g}):"]
     for r in t.to_dict("records"):
         q = r["quantity"]
         where = ", ".join(f"{k} {fmt(r[k])}" for k in c.context_keys if k in ("lr", "latent_dim", BETA) and k in r)
@@ -153,7 +153,7 @@ def _family_sentence(c: Comparison) -> list:
         sig = c.significant()
         family = "primary" if c.holm_family == "primary" else "all"
         if sig.empty:
-            sentences.append(f"No {family} test is significant after Holm correction (α = {c.significance:g}).")
+            sentences.append(f"No {family} test is significant after Holm correction (significance level {c.significance:g}).")
         else:
             items = [f"{r['variant']} ({setting(r)}) is {r['direction']} on {LABELS.get(r['quantity'], r['quantity'])}"
                      for r in sig.to_dict("records")[:6]]
@@ -195,7 +195,7 @@ def _study_facts(study: Study, c: Comparison) -> list[str]:
         f"- trials: {len(t)} (" + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")",
         "- swept: " + ", ".join(f"{p} ({_values(t[p])})" for p in study.swept),
         f"- max epochs: {fmt(t['max_epochs'].max()) if 'max_epochs' in t else '?'}; "
-        f"compared on `{c.metric}`; baseline `{c.baseline}`; α = {c.significance:g}; {c.n_tests} tests, "
+        f"compared on `{c.metric}`; baseline `{c.baseline}`; significance level {c.significance:g}; {c.n_tests} tests, "
         + (f"{len(c.primary)} of them primary (Holm over those)" if c.holm_family == "primary" else
            f"Holm over {'all tests' if c.holm_family == 'all' else 'each quantity'}"),
     ]
