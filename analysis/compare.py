@@ -23,8 +23,9 @@ answer all read that one epoch (a longer run's later epochs are not used).
 Per trial (on the chosen metric, at the comparison epoch, with the pre-training value as epoch 0
 when logged):
 - ``final``: value at the comparison epoch; ``best``: minimum up to it;
-- ``epochs_to_target`` / ``seconds_to_target``: first epoch (and Tune's ``time_total_s`` then)
-  at which the metric is <= the target (default: the baseline's median final value in the same
+- ``epochs_to_target`` / ``seconds_to_target``: first epoch (and the seconds then: ``train_time_s``,
+  from the trial's first training step, where every trial reports it, else Tune's ``time_total_s``,
+  which includes a reused worker's warm-up; ``Comparison.clock`` says which) at which the metric is <= the target (default: the baseline's median final value in the same
   context, its diverged trials counted as never reaching anything, i.e. +inf); ``inf`` when
   never reached (censored, kept in the rank tests);
 - ``auc``: area under the curve from epoch 0 on, divided by (epochs x initial value);
@@ -115,6 +116,7 @@ class Comparison:
     split: pd.DataFrame = field(default_factory=pd.DataFrame)
     data_alpha: float = math.nan
     data_gamma: float = math.nan
+    clock: str = TIME_TOTAL    # the history column seconds to target were read from
     alpha: InitVar[Optional[float]] = None   # deprecated spelling of `significance`, for one release
 
     def __post_init__(self, alpha):
@@ -214,7 +216,7 @@ def compare(study: Study, baseline: str = BASELINE, metric: Optional[str] = None
                       group_keys=s.group_keys, significance=significance, min_seeds=min_seeds,
                       holm_family=holm_family, notes=notes, frontier=front, frontier_keys=frontier_keys,
                       primary=tests[tests["family"] == PRIMARY].reset_index(drop=True), split=halves,
-                      data_alpha=data_alpha, data_gamma=data_gamma)
+                      data_alpha=data_alpha, data_gamma=data_gamma, clock=s.clock)
 
 
 def _significance(significance: Optional[float], alpha: Optional[float]) -> float:

@@ -14,7 +14,7 @@ import pandas as pd
 from plvae import metrics as M
 
 from analysis.columns import ASHA_STOPPED, FINAL, REPLICATE_PARAMS, TOTAL_LOSSES
-from analysis.curves import trial_curves
+from analysis.curves import study_clock, trial_curves
 from analysis.groups import context_text, group_key, keys, masked, same, unkey
 from analysis.load import Study
 from analysis.tune_files import TRIAL_ID
@@ -42,6 +42,7 @@ class Pairing:
     targets: dict = field(default_factory=dict)    # context -> target value
     epochs: dict = field(default_factory=dict)     # group key -> comparison epoch (its context's)
     cache: dict = field(default_factory=dict)
+    clock: str = ""              # the history column seconds to target are read from (study_clock)
 
     @property
     def group_keys(self) -> list:
@@ -146,12 +147,13 @@ def build(study: Study, metric: str, baseline: str, significance: float, min_see
     trials = _usable(study.trials, group_keys, notes)
     hist_by_trial = {tid: h for tid, h in study.history.groupby(TRIAL_ID, sort=False)}
     empty_hist = study.history.iloc[:0]
-    curves = {rec[TRIAL_ID]: trial_curves(rec, hist_by_trial.get(rec[TRIAL_ID], empty_hist), metric)
+    clock = study_clock(study.history[study.history[TRIAL_ID].isin(trials[TRIAL_ID])])
+    curves = {rec[TRIAL_ID]: trial_curves(rec, hist_by_trial.get(rec[TRIAL_ID], empty_hist), metric, clock)
               for rec in trials.to_dict("records")}
     trials = trials.assign(_g=[group_key(r) for r in zip(*[trials[k] for k in group_keys])])
     return Pairing(metric=metric, baseline=baseline, significance=significance, min_seeds=min_seeds,
                   holm_family=holm_family, n_resamples=n_resamples, seed=seed, context_keys=context_keys,
                   variant_keys=variant_keys, reps=[c for c in REPLICATE_PARAMS if c in trials.columns],
-                  curves=curves, group_trials={key: g for key, g in trials.groupby("_g", sort=True)})
+                  curves=curves, clock=clock, group_trials={key: g for key, g in trials.groupby("_g", sort=True)})
 
 

@@ -198,6 +198,10 @@ def _study_facts(study: Study, c: Comparison) -> list[str]:
         f"compared on `{c.metric}`; baseline `{c.baseline}`; significance level {c.significance:g}; {c.n_tests} tests, "
         + (f"{len(c.primary)} of them primary (Holm over those)" if c.holm_family == "primary" else
            f"Holm over {'all tests' if c.holm_family == 'all' else 'each quantity'}"),
+        f"- seconds to target: on `{c.clock}`, "
+        + ("seconds from the trial's first training step (a reused worker's warm-up left out)"
+           if c.clock == M.TRAIN_TIME_S else "Tune's seconds since the trial started (including a reused worker's "
+                                             "warm-up: this study predates train_time_s)"),
     ]
     if study.data_alpha:
         lines.append("- measured data spectrum exponent α: " + ", ".join(
