@@ -123,11 +123,12 @@ def test_a_study_mixing_w2_with_kl_says_so_in_one_line():
 
 def test_quick_is_the_default_and_covers_every_variant():
     cfg, _ = config_from_args([])
-    assert cfg.preset == "quick" and cfg.search == "grid" and cfg.scheduler == "asha"
+    # FIFO and three seeds: every group compared at the last epoch with n = 3 (issue 22)
+    assert cfg.preset == "quick" and cfg.search == "grid" and cfg.scheduler == "fifo"
     assert cfg.metric == M.DEFAULT_STUDY_METRIC
     assert set(cfg.variants) == set(VARIANT_NAMES)
     assert cfg.trial["dataset"] == "natural_patches" and cfg.gpus_per_trial is None
-    assert len(cfg.seeds) == 2 and len(cfg.gammas) >= 2
+    assert len(cfg.seeds) == 3 and len(cfg.gammas) >= 1
 
 
 def test_paper_preset_is_the_seed_protocol():
