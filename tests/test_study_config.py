@@ -243,7 +243,7 @@ def test_dry_run_prints_trials_and_resources(capsys, tmp_path):
                "--storage-path", str(tmp_path), "--study-name", "dry"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "6 trials" in out and "1 CPU, 0.5 GPU" in out   # 2 seeds x (1 + 2 gammas)
+    assert "9 trials" in out and "1 CPU, 0.5 GPU" in out   # 3 seeds x (1 + 2 gammas)
     assert "variant=powerlaw_clamp, gamma=0.5" in out
     assert not (tmp_path / "dry").exists()   # nothing written, nothing started
 
@@ -305,7 +305,7 @@ BAD = [
     (["--search", "optuna", "--num-samples", "0"], "num_samples=0"),
     (["--num-samples", "3"], "num_samples=3"),
     (["--max-concurrent", "0"], "max_concurrent=0"),
-    (["--grace-period", "99"], "grace_period=99"),
+    (["--scheduler", "asha", "--grace-period", "99"], "grace_period=99"),
     (["--reduction-factor", "1"], "reduction_factor=1"),
     (["--address", "not an address"], "address='not an address'"),
     (["--address", "auto", "--num-cpus", "2"], "num_cpus=2"),
@@ -415,4 +415,4 @@ def test_grace_period_binds_only_asha_and_a_preset_grace_is_clamped(capsys, tmp_
     assert "clamped" in capsys.readouterr().out
     # A grace period the user set is theirs: too large is an error, not silently changed.
     with pytest.raises(StudyError, match=r"^grace_period=3 is invalid"):
-        config_from_args(["--epochs", "2", "--grace-period", "3"])
+        config_from_args(["--epochs", "2", "--scheduler", "asha", "--grace-period", "3"])
