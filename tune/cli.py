@@ -162,7 +162,7 @@ _HELP = {
     "--search": "grid (deduplicated Cartesian product) or optuna (TPE over the sweep lists' ranges)",
     "--num-samples": "optuna: number of trials (default 16)",
     "--search-seed": "optuna: the sampler's seed",
-    "--scheduler": "asha (early stopping per trial, default), seed_asha (early stopping per configuration, on the "
+    "--scheduler": "asha (early stopping per trial), seed_asha (early stopping per configuration, on the "
                    "median over its seeds: every seed stops together) or fifo (every trial to the end)",
     "--grace-period": "asha: epochs every trial runs before it can be stopped",
     "--reduction-factor": "asha: keep 1 in this many trials at each rung (> 1)",
@@ -215,8 +215,26 @@ GROUPS = (
 PRINT_CONFIG_HEADER = "# plvae study: the effective configuration; run it with --config FILE\n"
 
 
+def _shown_default(cfg: StudyConfig, dest: str) -> str:
+    """' (default: …)' for --help: the value the default preset (or StudyConfig / TrialConfig) gives
+    the option; '' where there is none or it is computed at run time (names, paths)."""
+    if dest in ("study_name", "storage_path", "address") or dest.startswith("optuna"):
+        return ""
+    if dest.startswith("trial."):
+        name = dest.split(".", 1)[1]
+        v = cfg.trial.get(name, getattr(TrialConfig(), name, None))
+    else:
+        v = getattr(cfg, dest, None)
+    if v is None or v is False or v in ([], [None]) or isinstance(v, dict):
+        return ""
+    text = ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+    return f" (default: {text})".replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run_study.py", description="Run a Ray Tune study of power-law-prior VAEs. Settings apply "
+    # prog: argparse's own, the name it was run as (`plvae-study` installed, `run_study.py` as a script)
+    defaults = load_preset(DEFAULT_PRESET)
+    p = _Parser(description="Run a Ray Tune study of power-law-prior VAEs. Settings apply "
                 "in this order: the preset, --config, then single options.",
                 epilog="Installed as `plvae-study`; analyse the results with `plvae-analyze <storage-path>/<study-name>`.")
     study = p.add_argument_group("the study as a whole")
@@ -231,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         g = p.add_argument_group(title, description)
         groups.update({opt: g for opt in opts})
     for opt, (dest, _) in OPTIONS.items():
-        groups[opt].add_argument(opt, dest=dest.replace(".", "__"), default=None, help=_HELP[opt],
+        groups[opt].add_argument(opt, dest=dest.replace(".", "__"), default=None,
+                                 help=_HELP[opt] + ("" if "default" in _HELP[opt] else _shown_default(defaults, dest)),
                                  metavar=opt.lstrip("-").upper().replace("-", "_"))
     for opt, (dest, _) in FLAGS.items():
         groups[opt].add_argument(opt, dest=dest, action="store_true", default=None, help=_HELP[opt])
