@@ -76,3 +76,14 @@ def test_help_shows_the_defaults_and_the_name_it_was_run_as(tmp_path):
     link.chmod(0o755)
     proc = subprocess.run([str(link), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: plvae-study"), proc.stderr[-2000:]
+
+
+def test_print_config_does_not_bake_in_this_machines_storage_path(tmp_path, capsys, monkeypatch):
+    """The default storage path stays `results` (relative to where the study runs); a path the user
+    gave is kept as given (made absolute)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["--print-config"]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["storage_path"] == "results" and str(tmp_path) not in yaml.safe_dump(out)
+    assert main(["--storage-path", str(tmp_path / "elsewhere"), "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["storage_path"] == str(tmp_path / "elsewhere")

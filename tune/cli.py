@@ -268,10 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
 def effective_config(cfg: StudyConfig, explicit_name: bool) -> dict:
     """A validated study as the mapping --config reads: every study field and every fixed trial field
     (TrialConfig defaults included); left out: the provenance fields, and a study name the user did not
-    choose (the generated one would make a second run of the file collide with the first)."""
+    choose (the generated one would make a second run of the file collide with the first); the default
+    storage path stays relative (``results``, under the directory the study is run from)."""
     out = {k: v for k, v in cfg.to_dict().items() if k not in ("preset", "config_file")}
     if not explicit_name:
         out.pop("study_name")
+    default_storage = StudyConfig.storage_path
+    if out.get("storage_path") == os.path.abspath(default_storage):
+        # the default, made absolute for this run: written as given, so the file runs on any machine
+        out["storage_path"] = default_storage
     trial = {k: v for k, v in cfg.base_trial().to_dict().items() if k not in SWEEPS}
     out["trial"] = {**trial, **out["trial"]}
     return out
