@@ -8,6 +8,7 @@ from plvae import metrics as M
 from plvae import study_files as F
 from plvae.device import FALLBACK_OPTION
 from plvae.priors import VARIANTS, W2
+from tune.auth_token import token_path
 from tune.reporting import ACCELERATOR, ASSIGNED_GPUS
 from tune.study_config import StudyConfig
 from tune.sweeps import SWEEPS
@@ -91,6 +92,20 @@ def _ranking(cfg: StudyConfig, best: dict, other: set) -> list:
     return lines
 
 
+def tracker_lines(cfg: StudyConfig, record: dict) -> list:
+    """Where else the study can be read: MLflow (when used) and the Ray dashboard with where its
+    login token is."""
+    lines = []
+    if cfg.mlflow:
+        lines.append(f"MLflow: mlflow ui --backend-store-uri {cfg.mlflow}  (experiment {cfg.study_name}, "
+                     f"one run per trial)")
+    if record.get("dashboard_url"):
+        where = token_path()
+        lines.append(f"Ray dashboard: {record['dashboard_url']} (while this Ray runs; login token: "
+                     + (f"the file {where})" if where else "the RAY_AUTH_TOKEN variable)"))
+    return lines
+
+
 def summary_text(cfg: StudyConfig, record: dict, wall_s: float) -> str:
     counts = record["summary"]
     lines = ["", f"=== study {cfg.study_name}: {record['status']} in {wall_s:.0f} s ===",
@@ -108,6 +123,7 @@ def summary_text(cfg: StudyConfig, record: dict, wall_s: float) -> str:
     lines += [f"results: {cfg.experiment_path}",
               f"open them: {ANALYSIS_COMMAND.format(path=cfg.experiment_path)}",
               f"TensorBoard: tensorboard --logdir {cfg.experiment_path}"]
+    lines += tracker_lines(cfg, record)
     if record["status"] == F.STUDY_INTERRUPTED:
         lines.append(f"resume: python tune/run_study.py --resume --study-name {cfg.study_name} "
                      f"--storage-path {cfg.storage_path}")
