@@ -18,12 +18,15 @@ from analysis.report import answer  # noqa: E402
 from tune.run_study import main  # noqa: E402
 
 TINY = ["--image-size", "8", "--set", "n_train=256", "--set", "n_val=64", "--hidden-dims", "8,16",
-        "--enc-out-dim", "32", "--latent-dims", "4", "--clip-dims", "2", "--no-dashboard", "--verbose", "0",
+        "--enc-out-dim", "32", "--latent-dims", "4", "--clip-dims", "2", "--no-dashboard", "--verbose", "1",
         "--max-concurrent", "1", "--epochs", "2"]
 
 
-def test_default_study_answers_at_full_n_from_one_epoch_and_the_same_twice(tmp_path):
+def test_default_study_answers_at_full_n_from_one_epoch_and_the_same_twice(tmp_path, capsys):
     assert main(["--storage-path", str(tmp_path), "--study-name", "q", *TINY]) == 0
+    out = capsys.readouterr().out
+    # Tune's status table names the study's results folder, not Ray's temp folder
+    assert "Result logdir:" not in out and f"Results: {tmp_path / 'q'}" in out
     study = load_study(str(tmp_path / "q"))
     assert study.meta["scheduler"] == "fifo" and set(study.trials["seed"]) == {0, 1, 2}
     c = compare(study, n_resamples=200)
