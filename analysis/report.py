@@ -96,8 +96,8 @@ def _context_answer(c: Comparison, ch: pd.DataFrame, metric_note: str) -> list:
     top = contenders[0]
     base_ci = fmt_ci(base[FINAL], base[low(FINAL)], base[high(FINAL)])
     top_ci = fmt_ci(top[FINAL], top[low(FINAL)], top[high(FINAL)])
-    lead = (f"In {where}, compared on {metric_note} at epoch {fmt(top[EPOCH])} (the last epoch every "
-            f"non-diverged trial here reached: every number of this context is from it), "
+    lead = (f"In {where}, compared at epoch {fmt(top[EPOCH])} (the last epoch every non-diverged trial here "
+            f"reached: every number of this context is from it) on {metric_note}, "
             f"the best variant is {top['variant']} ({setting(top)}): median {top_ci} over n = {top['n']} seeds "
             f"against the baseline {c.baseline}'s {base_ci} over n = {base['n']}")
     rel = top["rel_final"]
