@@ -15,19 +15,22 @@ per seed, the group's distortion minus the frontier of the same seed interpolate
 at the group's rate; a lower distortion bought with a higher rate is a move along the curve,
 not a gain.
 
-Equal budgets: under ASHA trials stop at different epochs, so each group is compared with the
-baseline at the last epoch every compared (non-diverged) trial of both reached - the group's
-``epoch`` - never on "final" values of runs of different lengths.
+Equal budgets: under ASHA trials stop at different epochs, so each context is compared at one
+epoch, the last every non-diverged trial of the context reached - the ``epoch`` column - never on
+"final" values of runs of different lengths: the groups, their tests, the headline's rank and the
+answer all read that one epoch (a longer run's later epochs are not used).
 
 Per trial (on the chosen metric, at the comparison epoch, with the pre-training value as epoch 0
 when logged):
 - ``final``: value at the comparison epoch; ``best``: minimum up to it;
-- ``epochs_to_target`` / ``seconds_to_target``: first epoch (and Tune's ``time_total_s`` then)
-  at which the metric is <= the target (default: the value 8 in 10 of the baseline's seeds have
-  reached by 3/4 of the comparison epoch, ``censored.reach_target``, the rule analysis.tuned uses;
-  a note names it); ``inf`` when never reached: censored at the comparison epoch, tested with
-  Gehan's paired test (log-rank unpaired) so "slower" can be significant, the speed-up the ratio
-  of Kaplan-Meier median epochs with its CI;
+- ``epochs_to_target`` / ``seconds_to_target``: first epoch (and the seconds then: ``train_time_s``,
+  from the trial's first training step, where every trial reports it, else Tune's ``time_total_s``,
+  which includes a reused worker's warm-up; ``Comparison.clock`` says which) at which the metric
+  is <= the target (default: the value 8 in 10 of the baseline's seeds have reached by 3/4 of the
+  comparison epoch, ``censored.reach_target``, the rule analysis.tuned uses; a note names it);
+  ``inf`` when never reached: censored at the comparison epoch, tested with Gehan's paired test
+  (log-rank unpaired) so "slower" can be significant, the speed-up the ratio of Kaplan-Meier
+  median epochs with its CI;
 - ``auc``: area under the curve from epoch 0 on, divided by (epochs x initial value);
 - ``first_epoch_ratio``: value after the first epoch / initial value;
 - ``max_increase``: largest relative epoch-to-epoch increase (0 = monotone; ``inf`` if diverged);
@@ -119,6 +122,7 @@ class Comparison:
     data_alpha: float = math.nan
     data_gamma: float = math.nan
     target_how: dict = field(default_factory=dict)   # context -> how its target was set
+    clock: str = TIME_TOTAL    # the history column seconds to target were read from
     alpha: InitVar[Optional[float]] = None   # deprecated spelling of `significance`, for one release
 
     def __post_init__(self, alpha):
@@ -221,7 +225,7 @@ def compare(study: Study, baseline: str = BASELINE, metric: Optional[str] = None
                       group_keys=s.group_keys, significance=significance, min_seeds=min_seeds,
                       holm_family=holm_family, notes=notes, frontier=front, frontier_keys=frontier_keys,
                       primary=tests[tests["family"] == PRIMARY].reset_index(drop=True), split=halves,
-                      data_alpha=data_alpha, data_gamma=data_gamma)
+                      data_alpha=data_alpha, data_gamma=data_gamma, clock=s.clock)
 
 
 def _significance(significance: Optional[float], alpha: Optional[float]) -> float:
@@ -248,14 +252,15 @@ def _check(study: Study, metric: str, baseline: str, holm_family: str) -> None:
 
 
 def _per_trial_table(s: Pairing, study: Study) -> pd.DataFrame:
-    """One row per usable trial: its quantities at its group's comparison epoch (the last epoch
-    every compared trial of the group and its baseline reached)."""
+    """One row per usable trial: its quantities at its context's comparison epoch (the last epoch
+    every non-diverged trial of the context reached)."""
     rows = []
+    ctx_epoch = {}
     for key, g in s.group_trials.items():
         ctx = s.context(key)
-        bkey = s.base_of.get(ctx)
-        tids = list(g[TRIAL_ID]) + (list(s.group_trials[bkey][TRIAL_ID]) if bkey is not None and bkey != key else [])
-        s.epochs[key] = s.common_epoch(tids)
+        if ctx not in ctx_epoch:
+            ctx_epoch[ctx] = s.context_epoch(ctx)
+        s.epochs[key] = ctx_epoch[ctx]
         for rec in g.to_dict("records"):
             q = s.at(rec[TRIAL_ID], s.epochs[key], s.targets[ctx])
             rows.append({TRIAL_ID: rec[TRIAL_ID], **{k: rec[k] for k in s.group_keys}, **{k: rec[k] for k in s.reps},
@@ -375,8 +380,9 @@ def _notes(s: Pairing, groups: pd.DataFrame, front: pd.DataFrame, equiv: dict) -
         notes.append(f"{int((groups['n'] < s.min_seeds).sum())} group(s) have fewer than {s.min_seeds} usable "
                      f"trials: flagged 'small' and not tested.")
     if len({c.last for c in s.curves.values() if not math.isfinite(c.diverged_at)}) > 1:
-        notes.append("trials ran different numbers of epochs (ASHA): each group is compared with the baseline at "
-                     "the last epoch every compared trial of both reached (the `epoch` column).")
+        notes.append("trials ran different numbers of epochs (ASHA): each context is compared at one epoch, the "
+                     "last every non-diverged trial of it reached (the `epoch` column); later epochs of longer "
+                     "runs are not used, so no rank or sentence sets one epoch's value against another's.")
     if s.total_loss and (groups["objective"] == "w2").any():
         notes.append(f"W2 groups optimise a different objective: not ranked or tested against the KL variants on "
                      f"{s.metric}; see the rate-distortion view (distortion gap at equal rate).")

@@ -23,11 +23,22 @@ def _column(h: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(h[name], errors="coerce").to_numpy(dtype=float) if name in h else np.full(len(h), np.nan)
 
 
-def trial_curve(hist: pd.DataFrame, metric: str, init: float):
-    """Epochs, values and times of one trial, with the pre-training value as epoch 0."""
+def study_clock(history: pd.DataFrame) -> str:
+    """The clock of seconds to target: ``train_time_s`` (seconds from the trial's first training
+    step, so a reused worker's warm-up is not charged to whichever trial it ran first) where every
+    reported row has it, else Tune's ``time_total_s`` (studies from before train_time_s). One
+    clock for the whole study: never one trial's seconds on one clock against another's."""
+    if M.TRAIN_TIME_S in history.columns and len(history) and \
+            np.isfinite(pd.to_numeric(history[M.TRAIN_TIME_S], errors="coerce").to_numpy(dtype=float)).all():
+        return M.TRAIN_TIME_S
+    return TIME_TOTAL
+
+
+def trial_curve(hist: pd.DataFrame, metric: str, init: float, clock: str = TIME_TOTAL):
+    """Epochs, values and times (on `clock`) of one trial, with the pre-training value as epoch 0."""
     h = hist.sort_values(ITERATION)
     x = h[ITERATION].to_numpy(dtype=float)
-    y, t = _column(h, metric), _column(h, TIME_TOTAL)
+    y, t = _column(h, metric), _column(h, clock)
     if math.isfinite(init):
         x, y, t = np.r_[0.0, x], np.r_[init, y], np.r_[0.0, t]
     return x, y, t
@@ -91,11 +102,11 @@ class TrialCurves:
         return q
 
 
-def trial_curves(rec: dict, hist: pd.DataFrame, metric: str) -> TrialCurves:
-    """A trial's curves from its trials-table record and its history rows."""
+def trial_curves(rec: dict, hist: pd.DataFrame, metric: str, clock: str = TIME_TOTAL) -> TrialCurves:
+    """A trial's curves from its trials-table record and its history rows (seconds on `clock`)."""
     init = rec.get(initial(metric), math.nan)
     init = float(init) if init is not None and not pd.isna(init) else math.nan
-    x, y, t = trial_curve(hist, metric, init)
+    x, y, t = trial_curve(hist, metric, init, clock)
     h = hist.sort_values(ITERATION)
 
     def col(name):

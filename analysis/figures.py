@@ -31,8 +31,8 @@ from analysis.groups import context_text, contexts, group_label, matching
 from analysis.load import Study
 from analysis.plotting import (DATA_GAMMA_COLOR, DPI, MAX_PANELS, VARIANT_COLORS, TopEdge, by_variant,
                                cap, diverged_count, epoch_note, equiv_suffix, figure_legend, gamma_lines, is_w2,
-                               log_if_wide, panels, plain_log_ticks, suptitle, variant_color, variant_contexts,
-                               variant_order)
+                               log_if_wide, panel_titles, panels, plain_log_ticks, suptitle, variant_color,
+                               variant_contexts, variant_order)
 from analysis.trial_fields import trial_config
 from analysis.tuned import tuned_of
 from analysis.tune_files import TRIAL_ID
@@ -66,12 +66,12 @@ def plot_gamma_vs_final(comparison: Comparison) -> Optional[Figure]:
     ctxs, note = cap(variant_contexts(groups, comparison))
     fig, axes = panels(len(ctxs), height=5.2)
     epoch = epoch_note(groups)
-    for ax, (ctx, cg) in zip(axes, ctxs):
+    for ax, title, (ctx, cg) in zip(axes, panel_titles(comparison.context_keys, ctxs), ctxs):
         gamma_lines(ax, cg, FINAL, low(FINAL), high(FINAL), " (no γ)")
         _data_gamma_line(ax, comparison)
         log_if_wide(ax, pd.to_numeric(cg[FINAL], errors="coerce"))
         ax.set_ylabel(f"final {comparison.metric} (median, 95% CI)")
-        ax.set_title(context_text(comparison.context_keys, ctx), fontsize=9, pad=14)
+        ax.set_title(title, fontsize=9, pad=14)
         ax.grid(alpha=0.3, which="both")
     figure_legend(fig, axes)
     suptitle(fig, f"Final {comparison.metric}{epoch} against γ{note}\n{EDGE_NOTE}")
@@ -85,12 +85,12 @@ def plot_divergence(comparison: Comparison) -> Optional[Figure]:
         return None
     ctxs, note = cap(variant_contexts(groups, comparison))
     fig, axes = panels(len(ctxs))
-    for ax, (ctx, cg) in zip(axes, ctxs):
+    for ax, title, (ctx, cg) in zip(axes, panel_titles(comparison.context_keys, ctxs), ctxs):
         gamma_lines(ax, cg, DIVERGED, low(DIVERGED), high(DIVERGED), " (no γ)")
         _data_gamma_line(ax, comparison)
         ax.set_ylabel("divergence rate (95% Wilson CI)")
         ax.set_ylim(-0.05, 1.05)
-        ax.set_title(context_text(comparison.context_keys, ctx), fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     figure_legend(fig, axes)
     suptitle(fig, f"Divergence rate against γ{note}", fontsize=11)
@@ -113,7 +113,7 @@ def plot_learning_curves(study: Study, comparison: Comparison) -> Optional[Figur
     ctxs, note = cap(variant_contexts(head, comparison))
     fig, axes = panels(len(ctxs), height=5.2)
     drawn = False
-    for ax, (ctx, ch) in zip(axes, ctxs):
+    for ax, title, (ctx, ch) in zip(axes, panel_titles(comparison.context_keys, ctxs), ctxs):
         edge = TopEdge(ax)
         for r in sorted(ch.to_dict("records"), key=lambda r: variant_order(r["variant"])):
             mask = matching(pt, comparison.group_keys, [r.get(k) for k in comparison.group_keys])
@@ -159,7 +159,7 @@ def plot_learning_curves(study: Study, comparison: Comparison) -> Optional[Figur
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0 = before training)")
         ax.set_ylabel(metric)
-        ax.set_title(context_text(comparison.context_keys, ctx), fontsize=9, pad=14)
+        ax.set_title(title, fontsize=9, pad=14)
         ax.grid(alpha=0.3, which="both")
         # below the panel: the curves fill its corners and its top edge carries the ∞ markers
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)

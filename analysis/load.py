@@ -197,21 +197,6 @@ def _dedupe(pairs: list, skipped: list) -> list:
     return list(best_of.values())
 
 
-def _dedupe(pairs: list, skipped: list) -> list:
-    """One (record, history rows) pair per trial id: two folders with one id (a copied or
-    restarted trial) would double its history. The folder with the most epochs wins."""
-    best_of: dict = {}
-    for pair in pairs:
-        tid = pair[0][TRIAL_ID]
-        if tid not in best_of or pair[0]["epochs"] > best_of[tid][0]["epochs"]:
-            best_of[tid] = pair
-    if len(best_of) < len(pairs):
-        kept = {id(p) for p in best_of.values()}
-        skipped.append("duplicate trial ids, kept the folder with the most epochs; dropped: "
-                       + ", ".join(Path(p[0]["trial_dir"] or "?").name for p in pairs if id(p) not in kept))
-    return list(best_of.values())
-
-
 def _read_trial(d: Path, tune_status: dict, meta: dict, skipped: list):
     """(trials-table record, history rows) of one trial folder; None when it has no config."""
     rows = read_results(d, skipped)

@@ -1,6 +1,7 @@
 """What ``compare`` compares with what: the usable trials and their curves, each context's baseline
-group and target, and each group's comparison epoch (equal budgets: the last epoch every compared,
-non-diverged trial of the group and its baseline reached)."""
+group and target, and each context's comparison epoch (equal budgets: the last epoch every
+non-diverged trial of the context reached, so that every value of one context - the groups, the
+tests, the headline's ranking and the answer - comes from one epoch)."""
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ from plvae import metrics as M
 
 from analysis.censored import TARGET_FRACTION, TARGET_REACH, reach_target, target_epoch
 from analysis.columns import ASHA_STOPPED, BEST, REPLICATE_PARAMS, TOTAL_LOSSES
-from analysis.curves import trial_curves
+from analysis.curves import study_clock, trial_curves
 from analysis.groups import context_text, group_key, keys, masked, same, unkey
 from analysis.load import Study
 from analysis.tune_files import TRIAL_ID
@@ -40,8 +41,9 @@ class Pairing:
     base_of: dict = field(default_factory=dict)    # context -> the baseline group's key
     targets: dict = field(default_factory=dict)    # context -> target value
     target_how: dict = field(default_factory=dict)  # context -> how its target was set
-    epochs: dict = field(default_factory=dict)     # group key -> comparison epoch
+    epochs: dict = field(default_factory=dict)     # group key -> comparison epoch (its context's)
     cache: dict = field(default_factory=dict)
+    clock: str = ""              # the history column seconds to target are read from (study_clock)
 
     @property
     def group_keys(self) -> list:
@@ -58,6 +60,12 @@ class Pairing:
         """The last epoch every non-diverged trial of these reached (all diverged: the longest)."""
         lasts = [self.curves[t].last for t in tids if not math.isfinite(self.curves[t].diverged_at)]
         return float(min(lasts)) if lasts else float(max((self.curves[t].last for t in tids), default=0.0))
+
+    def context_epoch(self, ctx: tuple) -> float:
+        """A context's comparison epoch: the last epoch every non-diverged trial of it reached.
+        One per context, so no ranking or sentence ever sets one epoch's value against another's."""
+        return self.common_epoch([t for key, g in self.group_trials.items() if self.context(key) == ctx
+                                  for t in g[TRIAL_ID]])
 
     def at(self, tid, epoch: float, target: float) -> dict:
         """A trial's quantities as of `epoch` (cached: the baseline's are asked for once per pair)."""
@@ -104,7 +112,7 @@ class Pairing:
                 self.targets[ctx] = float(target.get(ctx, math.nan)) if isinstance(target, dict) else float(target)
                 self.target_how[ctx] = "given (--target)"
             elif ctx in self.base_of:
-                self.targets[ctx], self.target_how[ctx] = self._baseline_target(self.base_of[ctx])
+                self.targets[ctx], self.target_how[ctx] = self._baseline_target(self.base_of[ctx], ctx)
                 if not math.isfinite(self.targets[ctx]):
                     self.targets[ctx] = math.nan
                     notes.append(f"fewer than {TARGET_REACH:.0%} of the baseline's seeds finished at "
@@ -113,10 +121,10 @@ class Pairing:
             else:
                 self.targets[ctx], self.target_how[ctx] = math.nan, "no baseline"
 
-    def _baseline_target(self, bkey: tuple) -> tuple[float, str]:
-        """The default target of one context and how it was set."""
+    def _baseline_target(self, bkey: tuple, ctx: tuple) -> tuple[float, str]:
+        """The default target of one context and how it was set, at the context's comparison epoch."""
         bt = list(self.group_trials[bkey][TRIAL_ID])
-        e = self.common_epoch(bt)
+        e = self.context_epoch(ctx)
         at = target_epoch(e)
         bests = [math.inf if self.curves[t].diverged_at <= e else self.curves[t].at(at, math.nan)[BEST] for t in bt]
         value = reach_target(bests)
@@ -157,12 +165,13 @@ def build(study: Study, metric: str, baseline: str, significance: float, min_see
     trials = _usable(study.trials, group_keys, notes)
     hist_by_trial = {tid: h for tid, h in study.history.groupby(TRIAL_ID, sort=False)}
     empty_hist = study.history.iloc[:0]
-    curves = {rec[TRIAL_ID]: trial_curves(rec, hist_by_trial.get(rec[TRIAL_ID], empty_hist), metric)
+    clock = study_clock(study.history[study.history[TRIAL_ID].isin(trials[TRIAL_ID])])
+    curves = {rec[TRIAL_ID]: trial_curves(rec, hist_by_trial.get(rec[TRIAL_ID], empty_hist), metric, clock)
               for rec in trials.to_dict("records")}
     trials = trials.assign(_g=[group_key(r) for r in zip(*[trials[k] for k in group_keys])])
     return Pairing(metric=metric, baseline=baseline, significance=significance, min_seeds=min_seeds,
                   holm_family=holm_family, n_resamples=n_resamples, seed=seed, context_keys=context_keys,
                   variant_keys=variant_keys, reps=[c for c in REPLICATE_PARAMS if c in trials.columns],
-                  curves=curves, group_trials={key: g for key, g in trials.groupby("_g", sort=True)})
+                  curves=curves, clock=clock, group_trials={key: g for key, g in trials.groupby("_g", sort=True)})
 
 

@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from plvae.priors import PRIOR_FIELDS, VARIANT_NAMES, VARIANTS, W2
 
 from analysis.columns import DIVERGED, EPOCH, n_of, num
-from analysis.groups import contexts, group_label
+from analysis.groups import context_text, contexts, group_label
 
 MAX_PANELS = 6
 DPI = 110
@@ -82,6 +82,17 @@ def panels(n: int, width: float = 5.0, height: float = 3.8):
     fig = Figure(figsize=(max(width * n, MIN_WIDTH), height), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     return fig, axes
+
+
+def panel_titles(keys: list, ctxs: list, width: float = 5.0, fontsize: float = 9) -> list:
+    """Each panel's context as a title that fits its panel: keys equal in every panel are left out
+    (they say nothing about the difference; with two studies the long study names would print
+    over each other), and what remains is wrapped to the panel's width."""
+    values = [c if isinstance(c, tuple) else (c,) for c, _ in ctxs]
+    keep = [i for i, _ in enumerate(keys) if len(values) < 2 or len({str(v[i]) for v in values}) > 1]
+    chars = max(20, int(width * 130 / fontsize))
+    return [textwrap.fill(context_text([keys[i] for i in keep], tuple(v[i] for i in keep)), chars)
+            for v in values]
 
 
 def suptitle(fig, text: str, fontsize: float = 10) -> None:

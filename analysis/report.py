@@ -44,7 +44,7 @@ def _primary_sentences(c: Comparison) -> list[str]:
     if t.empty:
         return []
     out = [f"Primary comparisons (declared before the study; Holm-corrected over these {len(t)} tests only, "
-           f"α = {c.significance:g}):"]
+           f"significance level {c.significance:g}):"]
     for r in t.to_dict("records"):
         q = r["quantity"]
         where = ", ".join(f"{k} {fmt(r[k])}" for k in c.context_keys if k in ("lr", "latent_dim", BETA) and k in r)
@@ -98,9 +98,10 @@ def _context_answer(c: Comparison, ch: pd.DataFrame, metric_note: str) -> list:
     top = contenders[0]
     base_ci = fmt_ci(base[FINAL], base[low(FINAL)], base[high(FINAL)])
     top_ci = fmt_ci(top[FINAL], top[low(FINAL)], top[high(FINAL)])
-    lead = (f"In {where}, compared on {metric_note} at epoch {fmt(top[EPOCH])}, "
-            f"the best variant is {top['variant']} ({setting(top)}): median {top_ci} "
-            f"against the baseline {c.baseline}'s {base_ci}")
+    lead = (f"In {where}, compared at epoch {fmt(top[EPOCH])} (the last epoch every non-diverged trial here "
+            f"reached: every number of this context is from it) on {metric_note}, "
+            f"the best variant is {top['variant']} ({setting(top)}): median {top_ci} over n = {top['n']} seeds "
+            f"against the baseline {c.baseline}'s {base_ci} over n = {base['n']}")
     rel = top["rel_final"]
     lead += f" ({pct(rel)})." if pd.notna(rel) else "."
     if base["rank"] < top["rank"]:
@@ -154,7 +155,7 @@ def _family_sentence(c: Comparison) -> list:
         sig = c.significant()
         family = "primary" if c.holm_family == "primary" else "all"
         if sig.empty:
-            sentences.append(f"No {family} test is significant after Holm correction (α = {c.significance:g}).")
+            sentences.append(f"No {family} test is significant after Holm correction (significance level {c.significance:g}).")
         else:
             items = [f"{r['variant']} ({setting(r)}) is {r['direction']} on {LABELS.get(r['quantity'], r['quantity'])}"
                      for r in sig.to_dict("records")[:6]]
@@ -196,9 +197,13 @@ def _study_facts(study: Study, c: Comparison) -> list[str]:
         f"- trials: {len(t)} (" + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")",
         "- swept: " + ", ".join(f"{p} ({_values(t[p])})" for p in study.swept),
         f"- max epochs: {fmt(t['max_epochs'].max()) if 'max_epochs' in t else '?'}; "
-        f"compared on `{c.metric}`; baseline `{c.baseline}`; α = {c.significance:g}; {c.n_tests} tests, "
+        f"compared on `{c.metric}`; baseline `{c.baseline}`; significance level {c.significance:g}; {c.n_tests} tests, "
         + (f"{len(c.primary)} of them primary (Holm over those)" if c.holm_family == "primary" else
            f"Holm over {'all tests' if c.holm_family == 'all' else 'each quantity'}"),
+        f"- seconds to target: on `{c.clock}`, "
+        + ("seconds from the trial's first training step (a reused worker's warm-up left out)"
+           if c.clock == M.TRAIN_TIME_S else "Tune's seconds since the trial started (including a reused worker's "
+                                             "warm-up: this study predates train_time_s)"),
     ]
     if study.data_alpha:
         lines.append("- measured data spectrum exponent α: " + ", ".join(
@@ -206,7 +211,7 @@ def _study_facts(study: Study, c: Comparison) -> list[str]:
             f"measured on the training split)"
             for k, v in study.data_alpha.items()))
     if study.skipped:
-        lines.append(f"- skipped or incomplete while loading: " + "; ".join(study.skipped))
+        lines.append("- skipped or incomplete while loading: " + "; ".join(study.skipped))
     for n in c.notes:
         lines.append(f"- note: {n}")
     return lines

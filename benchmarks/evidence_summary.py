@@ -5,7 +5,7 @@
 
 Step 1 (needs the study folders under --root, from `bash benchmarks/run_evidence.sh`): export
 every trial to ``trials.csv`` - one row per trial: its study, parameters and seed, its curves
-(val_loss from epoch 0 = before training, val_recon_mu, val_rate and Tune's time_total_s per
+(val_loss from epoch 0 = before training, val_recon_mu, val_rate, Tune's time_total_s and train_time_s per
 epoch), final and best
 val_loss, distortion, rate, diverged (and when), and epochs to the baseline's final val_loss -
 plus ``studies.json`` (each study's declared primary family, measured alpha, preset). That CSV
@@ -58,7 +58,7 @@ from evidence_family import HEADLINE_FAMILY, family_markdown, one_family
 from plvae import metrics as M
 from plvae.priors import PRIOR_FIELDS, matched_gamma, prior_scale
 
-CURVES = (M.VAL_LOSS, M.VAL_RECON_MU, M.VAL_RATE, "time_total_s")
+CURVES = (M.VAL_LOSS, M.VAL_RECON_MU, M.VAL_RATE, "time_total_s", M.TRAIN_TIME_S)
 PARAMS = ("variant", *PRIOR_FIELDS, "latent_dim", "lr", "kl_coeff", "seed", "dataset", "data_alpha", "image_size",
           "max_epochs", "data_seed")
 TRIALS_CSV, STUDIES_JSON = "trials.csv", "studies.json"

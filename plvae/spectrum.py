@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -356,7 +357,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ci", type=float, default=0.95, help="confidence level of the bootstrap interval")
     p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                    help="dtype of the Gram products (auto: float32, float64 when the spectrum spans > 1e5)")
-    p.add_argument("--out", default=None, help="figure path (default spectrum_<dataset>.png in the cwd)")
+    p.add_argument("--out", default=None, help="figure path (default: spectrum_<dataset>.png in the system's temp "
+                                               "folder, so a run leaves nothing in the working tree; printed)")
     return p
 
 
@@ -372,7 +374,7 @@ def main(argv=None) -> int:
         eigs, shape = _training_spectrum(cfg, args.precision)
         fit = fit_power_law(eigs, kmin=args.kmin, kmax=args.kmax, bootstrap=args.bootstrap, ci=args.ci)
         n, d = shape[0], math.prod(shape[1:])
-        out = Path(args.out) if args.out else Path.cwd() / f"spectrum_{args.dataset}.png"
+        out = Path(args.out) if args.out else Path(tempfile.gettempdir()) / "plvae" / f"spectrum_{args.dataset}.png"
         plot_spectrum(eigs, fit, out, title=f"{args.dataset}: {n} samples × {d} features")
     except (ValueError, OSError, RuntimeError) as e:  # ConfigError is a ValueError; offline downloads are OSError
         parser.error(str(e).splitlines()[0] if str(e) else type(e).__name__)

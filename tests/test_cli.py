@@ -62,3 +62,28 @@ def test_installed_commands_are_declared_and_help_runs():
                         ([sys.executable, "-m", "analysis", "--help"], "--significance")):
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and needle in proc.stdout, proc.stderr[-2000:]
+
+
+def test_help_shows_the_defaults_and_the_name_it_was_run_as(tmp_path):
+    """--help gives each option's default (the quick preset's); usage names the command as run
+    (`plvae-study` installed, `run_study.py` as a script), never a hard-coded script name."""
+    from tune.cli import build_parser
+    text = build_parser().format_help()
+    assert "(default: fifo)" in text and "(default: 0,1,2)" in text and "(default: natural_patches)" in text
+    link = tmp_path / "plvae-study"
+    link.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
+                    "from tune.run_study import main\nsys.exit(main())\n")
+    link.chmod(0o755)
+    proc = subprocess.run([str(link), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: plvae-study"), proc.stderr[-2000:]
+
+
+def test_print_config_does_not_bake_in_this_machines_storage_path(tmp_path, capsys, monkeypatch):
+    """The default storage path stays `results` (relative to where the study runs); a path the user
+    gave is kept as given (made absolute)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["--print-config"]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["storage_path"] == "results" and str(tmp_path) not in yaml.safe_dump(out)
+    assert main(["--storage-path", str(tmp_path / "elsewhere"), "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["storage_path"] == str(tmp_path / "elsewhere")

@@ -332,3 +332,23 @@ def test_save_figures_writes_rate_distortion(tmp_path):
     assert "rate_distortion" in FIGURES
     for p in written.values():
         assert_png(p)
+
+
+def test_panel_titles_of_two_studies_do_not_print_over_each_other(tmp_path):
+    """Two studies loaded together: the study is a context key; keys equal in every panel are left
+    out of the titles and what remains fits its panel (issue 22: the titles overlapped)."""
+    names = ("quick_20261203-101500", "quick_20261203-113000")
+    rows = [dict(group(v, gamma=g, final=f), study=s) for s in names
+            for v, g, f in (("vae", math.nan, 0.5), ("powerlaw", 0.5, 0.45), ("powerlaw", 1.0, 0.47))]
+    c = comparison(rows)
+    c.context_keys, c.group_keys = ["study", *CONTEXT], ["study", *GROUP_KEYS]
+    fig = plot_gamma_vs_final(c)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == [f"study={n}" for n in names]        # dataset, latent_dim, lr, β: the same in both
+    fig.savefig(tmp_path / "two.png")
+    fig.canvas.draw()
+    boxes = [ax.title.get_window_extent() for ax in fig.axes if ax.get_title()]
+    assert not boxes[0].overlaps(boxes[1])
+    for ax, box in zip([a for a in fig.axes if a.get_title()], boxes):   # each title within its panel
+        panel = ax.get_window_extent()
+        assert panel.x0 - 1 <= box.x0 and box.x1 <= panel.x1 + 1

@@ -307,14 +307,15 @@ def test_finish_counts_a_trial_that_reported_every_epoch_as_completed_though_tun
     rec = read_record(str(tmp_path / "s"))
     assert rec["status"] == "finished" and rec["reason"] is None
     assert rec["trial_outcome"] == {"a": M.COMPLETED, "b": M.COMPLETED, "c": M.EARLY_STOPPED}
-    assert rec["best_per_variant"]["powerlaw"]["trial_id"] == "c" and "1 early-stopped" in out.getvalue()
+    # ranked at one epoch: b's epoch-2 value, not c's lower epoch-1 value
+    assert rec["best_per_variant"]["powerlaw"]["trial_id"] == "b" and "1 early-stopped" in out.getvalue()
     saved["d"] = trial("ERROR", 1, 0.1)              # errored: exit status 1, never the best
     saved["e"] = trial("PENDING", 0, None)           # unfinished: interrupted, 130
     with study.running():
         assert study.finish(saved, io.StringIO()) == 130
     rec = read_record(str(tmp_path / "s"))
     assert rec["status"] == "interrupted" and rec["reason"] == "1 trial(s) unfinished when Tune stopped"
-    assert rec["best_per_variant"]["powerlaw"]["trial_id"] == "c"
+    assert rec["best_per_variant"]["powerlaw"]["trial_id"] == "b"
     del saved["e"]
     with study.running():
         assert study.finish(saved, io.StringIO()) == 1

@@ -3,6 +3,7 @@ rank handling and bootstrap, input checks, the figure and the command line."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -236,17 +237,22 @@ def test_spectrum_of_dataset():
 
 def test_cli_end_to_end(tmp_path):
     """The real command: loads powerlaw_gaussian through plvae.data, fits, saves the figure in
-    the cwd. 4096 samples in 64 dims: α's standard error is ~0.005, so 0.05 is a safe bound."""
+    the temp folder (never the cwd: a run leaves no untracked file in the repository). 4096 samples in 64 dims: α's standard error is ~0.005, so 0.05 is a safe bound."""
     cmd = [sys.executable, "-m", "plvae.spectrum", "powerlaw_gaussian", "--image-size", "8", "--channels", "1",
            "--n-train", "4096", "--data-alpha", "1.5", "--bootstrap", "200"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.run(cmd, cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     alpha = float(re.search(r"^alpha: ([0-9.]+)  \[([0-9.]+), ([0-9.]+)\]", proc.stdout, re.M).group(1))
     assert alpha == pytest.approx(1.5, abs=0.05)
     assert re.search(r"^R\^2: 0\.99", proc.stdout, re.M)
     assert "ranks: 2..32 (31 points of 64 eigenvalues)" in proc.stdout
     assert "4096 samples x 64 features" in proc.stdout
-    assert (tmp_path / "spectrum_powerlaw_gaussian.png").read_bytes()[:8] == PNG_SIGNATURE
+    fig = tmp_path / "tmp" / "plvae" / "spectrum_powerlaw_gaussian.png"
+    assert fig.read_bytes()[:8] == PNG_SIGNATURE and f"figure: {fig}" in proc.stdout
+    assert not list((tmp_path / "cwd").iterdir())
 
 
 def test_cli_digits_with_out_path(tmp_path, capsys):

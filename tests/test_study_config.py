@@ -124,11 +124,12 @@ def test_a_study_mixing_w2_with_kl_says_so_in_one_line():
 
 def test_quick_is_the_default_and_covers_every_variant():
     cfg, _ = config_from_args([])
-    assert cfg.preset == "quick" and cfg.search == "grid" and cfg.scheduler == "asha"
+    # FIFO and three seeds: every group compared at the last epoch with n = 3 (issue 22)
+    assert cfg.preset == "quick" and cfg.search == "grid" and cfg.scheduler == "fifo"
     assert cfg.metric == M.DEFAULT_STUDY_METRIC
     assert set(cfg.variants) == set(VARIANT_NAMES)
     assert cfg.trial["dataset"] == "natural_patches" and cfg.gpus_per_trial is None
-    assert len(cfg.seeds) == 2 and len(cfg.gammas) >= 2
+    assert len(cfg.seeds) == 3 and len(cfg.gammas) >= 1
 
 
 def test_paper_preset_is_the_seed_protocol():
@@ -246,7 +247,7 @@ def test_dry_run_prints_trials_and_resources(capsys, tmp_path):
                "--storage-path", str(tmp_path), "--study-name", "dry"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "6 trials" in out and "1 CPU, 0.5 GPU" in out   # 2 seeds x (1 + 2 gammas)
+    assert "9 trials" in out and "1 CPU, 0.5 GPU" in out   # 3 seeds x (1 + 2 gammas)
     assert "variant=powerlaw_clamp, gamma=0.5" in out
     assert not (tmp_path / "dry").exists()   # nothing written, nothing started
 
@@ -308,7 +309,7 @@ BAD = [
     (["--search", "optuna", "--num-samples", "0"], "num_samples=0"),
     (["--num-samples", "3"], "num_samples=3"),
     (["--max-concurrent", "0"], "max_concurrent=0"),
-    (["--grace-period", "99"], "grace_period=99"),
+    (["--scheduler", "asha", "--grace-period", "99"], "grace_period=99"),
     (["--reduction-factor", "1"], "reduction_factor=1"),
     (["--address", "not an address"], "address='not an address'"),
     (["--address", "auto", "--num-cpus", "2"], "num_cpus=2"),
@@ -418,4 +419,4 @@ def test_grace_period_binds_only_asha_and_a_preset_grace_is_clamped(capsys, tmp_
     assert "clamped" in capsys.readouterr().out
     # A grace period the user set is theirs: too large is an error, not silently changed.
     with pytest.raises(StudyError, match=r"^grace_period=3 is invalid"):
-        config_from_args(["--epochs", "2", "--grace-period", "3"])
+        config_from_args(["--epochs", "2", "--scheduler", "asha", "--grace-period", "3"])

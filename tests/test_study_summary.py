@@ -17,3 +17,18 @@ def test_w2_is_listed_apart_from_the_kl_ranking():
     assert rows == ["powerlaw_clamp", "vae", "powerlaw_wae"]          # lowest W2 loss still last
     assert "not comparable" in next(ln for ln in lines if ln.startswith("  powerlaw_wae"))
     assert "not comparable" not in next(ln for ln in lines if ln.startswith("  vae"))
+
+
+def test_summary_names_mlflow_and_where_the_dashboard_token_is(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+    cfg, _ = config_from_args(["--storage-path", str(tmp_path)])
+    cfg.mlflow = f"sqlite:///{tmp_path}/mlflow.db"
+    record = {"summary": {k: 0 for k in M.OUTCOMES}, "best_per_variant": {}, "status": "finished",
+              "dashboard_url": "http://127.0.0.1:8265"}
+    text = summary_text(cfg, record, 1.0)
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in text
+    assert f"Ray dashboard: http://127.0.0.1:8265" in text and f"the file {tmp_path / 'token'}" in text
+    cfg.mlflow = None
+    text = summary_text(cfg, {**record, "dashboard_url": ""}, 1.0)
+    assert "MLflow" not in text and "Ray dashboard" not in text

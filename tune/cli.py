@@ -165,7 +165,7 @@ _HELP = {
     "--search": "grid (deduplicated Cartesian product) or optuna (TPE within one variant over its sweep lists' ranges)",
     "--num-samples": "optuna: number of suggestions, each run at every seed (default 16)",
     "--search-seed": "optuna: the sampler's seed",
-    "--scheduler": "asha (early stopping per trial, default), seed_asha (early stopping per configuration, on the "
+    "--scheduler": "asha (early stopping per trial), seed_asha (early stopping per configuration, on the "
                    "median over its seeds: every seed stops together) or fifo (every trial to the end)",
     "--grace-period": "asha: epochs every trial runs before it can be stopped",
     "--reduction-factor": "asha: keep 1 in this many trials at each rung (> 1)",
@@ -218,8 +218,26 @@ GROUPS = (
 PRINT_CONFIG_HEADER = "# plvae study: the effective configuration; run it with --config FILE\n"
 
 
+def _shown_default(cfg: StudyConfig, dest: str) -> str:
+    """' (default: …)' for --help: the value the default preset (or StudyConfig / TrialConfig) gives
+    the option; '' where there is none or it is computed at run time (names, paths)."""
+    if dest in ("study_name", "storage_path", "address") or dest.startswith("optuna"):
+        return ""
+    if dest.startswith("trial."):
+        name = dest.split(".", 1)[1]
+        v = cfg.trial.get(name, getattr(TrialConfig(), name, None))
+    else:
+        v = getattr(cfg, dest, None)
+    if v is None or v is False or v in ([], [None]) or isinstance(v, dict):
+        return ""
+    text = ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+    return f" (default: {text})".replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run_study.py", description="Run a Ray Tune study of power-law-prior VAEs. Settings apply "
+    # prog: argparse's own, the name it was run as (`plvae-study` installed, `run_study.py` as a script)
+    defaults = load_preset(DEFAULT_PRESET)
+    p = _Parser(description="Run a Ray Tune study of power-law-prior VAEs. Settings apply "
                 "in this order: the preset, --config, then single options.",
                 epilog="Installed as `plvae-study`; analyse the results with `plvae-analyze <storage-path>/<study-name>`.")
     study = p.add_argument_group("the study as a whole")
@@ -234,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         g = p.add_argument_group(title, description)
         groups.update({opt: g for opt in opts})
     for opt, (dest, _) in OPTIONS.items():
-        groups[opt].add_argument(opt, dest=dest.replace(".", "__"), default=None, help=_HELP[opt],
+        groups[opt].add_argument(opt, dest=dest.replace(".", "__"), default=None,
+                                 help=_HELP[opt] + ("" if "default" in _HELP[opt] else _shown_default(defaults, dest)),
                                  metavar=opt.lstrip("-").upper().replace("-", "_"))
     for opt, (dest, _) in FLAGS.items():
         groups[opt].add_argument(opt, dest=dest, action="store_true", default=None, help=_HELP[opt])
@@ -252,10 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
 def effective_config(cfg: StudyConfig, explicit_name: bool) -> dict:
     """A validated study as the mapping --config reads: every study field and every fixed trial field
     (TrialConfig defaults included); left out: the provenance fields, and a study name the user did not
-    choose (the generated one would make a second run of the file collide with the first)."""
+    choose (the generated one would make a second run of the file collide with the first); the default
+    storage path stays relative (``results``, under the directory the study is run from)."""
     out = {k: v for k, v in cfg.to_dict().items() if k not in ("preset", "config_file")}
     if not explicit_name:
         out.pop("study_name")
+    default_storage = StudyConfig.storage_path
+    if out.get("storage_path") == os.path.abspath(default_storage):
+        # the default, made absolute for this run: written as given, so the file runs on any machine
+        out["storage_path"] = default_storage
     trial = {k: v for k, v in cfg.base_trial().to_dict().items() if k not in SWEEPS}
     out["trial"] = {**trial, **out["trial"]}
     return out
