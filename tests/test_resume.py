@@ -318,3 +318,86 @@ def test_finish_counts_a_trial_that_reported_every_epoch_as_completed_though_tun
     del saved["e"]
     with study.running():
         assert study.finish(saved, io.StringIO()) == 1
+
+
+# ---------------------------------------------------------------------------- nothing planted is trusted
+class _Payload:
+    """What a hostile local user would pickle: unpickling it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "payload ran"))
+
+
+def _unpickle_like_tune(state_file: Path) -> None:
+    """Tune's restore unpickles each CLOUDPICKLE_FALLBACK value of the experiment state."""
+    import pickle
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if obj.get("_type") == "CLOUDPICKLE_FALLBACK":
+                pickle.loads(bytes.fromhex(obj["value"]))
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+    walk(json.loads(state_file.read_text()))
+
+
+@pytest.mark.parametrize("plant", ["world_writable", "another_run", "another_owner", "symlink"])
+def test_a_planted_staging_folder_is_refused_and_its_payload_never_runs(tmp_path, monkeypatch, plant):
+    import os
+    import pickle
+    import shutil
+
+    from tune.staging import finish_interrupted_copy, plan_repair
+
+    cfg, exp, stage, _ = _staged_study(tmp_path, monkeypatch)
+    state = "experiment_state-2026-11-26_10-00-01.json"
+    marker = tmp_path / "marker"
+    payload = {"runner_data": {"_start_time": 1.0},
+               "trial_data": [{"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(_Payload(marker)).hex()}]}
+    (stage / state).write_text(json.dumps(payload))
+    (exp / state).write_text("")                       # torn by the kill: only the staging copy could say which run
+    if plant == "world_writable":                      # a folder another user could have written into
+        os.chmod(stage.parent, 0o777)
+    elif plant == "another_run":                       # a folder named after another run of this study
+        other = stage.parents[2] / "2026-11-26_09-00-00"
+        shutil.move(str(stage.parents[1]), str(other))
+        stage = other / "s" / "driver_artifacts"
+    elif plant == "another_owner":
+        if os.geteuid() != 0:
+            pytest.skip("chown to another user needs root")
+        os.chown(stage.parents[3], 65534, 65534)       # the session folder belongs to nobody
+    else:                                              # a link to a file this study never wrote
+        (stage / "t1" / "result.json").unlink()
+        (stage / "t1" / "result.json").symlink_to(tmp_path / "elsewhere.json")
+        (tmp_path / "elsewhere.json").write_text("{}\n")
+    rep = plan_repair(cfg)
+    assert rep.staging is None and rep.files == [] and len(rep.refused) == 1, rep
+    notes = finish_interrupted_copy(cfg)
+    assert any(n.startswith("resume: not copying from a staging folder this user did not create") for n in notes)
+    why = {"world_writable": "writable by group or others (mode 777)", "another_run": "lies in the folder of run",
+           "another_owner": "owned by uid 65534", "symlink": "is a symbolic link"}[plant]
+    assert why in rep.refused[0], rep.refused
+    assert (exp / state).read_text() == "" and (exp / "t1" / "params.json").read_text() == ""   # nothing copied
+    _unpickle_like_tune(exp / state) if (exp / state).read_text() else None
+    assert not marker.exists()
+    _unpickle_like_tune(stage / state)                 # the control: the planted bytes do run when unpickled
+    assert marker.read_text() == "payload ran"
+
+
+def test_a_staging_folder_of_another_start_time_is_refused(tmp_path, monkeypatch):
+    from tune.staging import plan_repair
+
+    cfg, exp, stage, _ = _staged_study(tmp_path, monkeypatch)
+    state = "experiment_state-2026-11-26_10-00-01.json"
+    (exp / state).write_text(json.dumps({"runner_data": {"_start_time": 1.0}, "trial_data": []}))
+    (stage / state).write_text(json.dumps({"runner_data": {"_start_time": 2.0}, "trial_data": []}))
+    rep = plan_repair(cfg)
+    assert rep.staging is None and "records another run" in rep.refused[0]
+    (stage / state).write_text(json.dumps({"runner_data": {"_start_time": 1.0}, "trial_data": []}))
+    assert plan_repair(cfg).staging == str(stage)
