@@ -401,3 +401,25 @@ def test_a_staging_folder_of_another_start_time_is_refused(tmp_path, monkeypatch
     assert rep.staging is None and "records another run" in rep.refused[0]
     (stage / state).write_text(json.dumps({"runner_data": {"_start_time": 1.0}, "trial_data": []}))
     assert plan_repair(cfg).staging == str(stage)
+
+
+def test_a_bare_resume_ignores_planted_and_future_studies(tmp_path):
+    import datetime as dt
+    import os
+
+    make_study(tmp_path, name="mine")
+    time.sleep(1.1)
+    make_study(tmp_path, name="future")
+    rec = read_record(str(tmp_path / "future"))
+    rec["started"] = (dt.datetime.now().astimezone() + dt.timedelta(days=365)).isoformat(timespec="seconds")
+    (tmp_path / "future" / "study.json").write_text(json.dumps(rec))
+    assert resume_candidate(str(tmp_path)) == "mine"          # a start time in the future is planted
+    time.sleep(1.1)
+    make_study(tmp_path, name="planted")
+    assert resume_candidate(str(tmp_path)) == "planted"
+    if os.geteuid() == 0:
+        os.chown(tmp_path / "planted" / "study.json", 65534, 65534)   # written by another user
+    else:
+        (tmp_path / "planted" / "study.json").rename(tmp_path / "planted" / "real.json")
+        (tmp_path / "planted" / "study.json").symlink_to(tmp_path / "planted" / "real.json")
+    assert resume_candidate(str(tmp_path)) == "mine"

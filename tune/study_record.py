@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import sys
 import threading
 import time
@@ -189,18 +190,36 @@ class Heartbeat:
 
 
 # ---------------------------------------------------------------------------- resume
-def resume_candidate(storage_path: str) -> Optional[str]:
+def resume_candidate(storage_path: str, now: Optional[_dt.datetime] = None) -> Optional[str]:
     """The most recently started study under storage_path that did not finish and whose driver is
-    gone (a study still running elsewhere is no candidate), for a bare --resume."""
+    gone (a study still running elsewhere is no candidate), for a bare --resume. On a local path
+    only a study.json this user owns counts (another user's could be planted: a resume unpickles
+    what the study folder holds), and a start time in the future (more than a minute) is ignored."""
+    now = now or _dt.datetime.now().astimezone()
     found = []
     for name in subfolders(storage_path):
-        try:
-            rec = read_record(join_storage(storage_path, name))
-        except StudyError:
+        path = join_storage(storage_path, name)
+        if not is_uri(path) and not _own_file(os.path.join(path, STUDY_FILE)):
             continue
-        if rec and rec.get("status") != F.STUDY_FINISHED and not driver_alive(rec):
-            found.append((str(rec.get("started") or ""), name))
+        try:
+            rec = read_record(path)
+            started = _dt.datetime.fromisoformat(str(rec.get("started"))) if rec else None
+        except (StudyError, ValueError):
+            continue
+        if started is None or started.tzinfo is None or started > now + _dt.timedelta(seconds=60):
+            continue
+        if rec.get("status") != F.STUDY_FINISHED and not driver_alive(rec):
+            found.append((started, name))
     return max(found)[1] if found else None
+
+
+def _own_file(path: str) -> bool:
+    """A regular file (no link) owned by this user."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def prepare_resume(cfg: StudyConfig, given: list) -> tuple[StudyConfig, dict, list[str]]:
