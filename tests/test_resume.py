@@ -3,6 +3,7 @@ bad input that must be one line before Ray starts (address, grid size, YAML, dat
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from plvae.study_files import TUNER_FILE as TUNER_STATE
 from tune.study_record import STALE_S, claim, driver_alive, new_record, prepare_resume, read_record, resume_candidate
 
 REPO = Path(__file__).resolve().parents[1]
+STATE = "experiment_state-2020-01-01_00-00-00.json"
 BASE = ["--variants", "vae,powerlaw", "--gammas", "0.5", "--seeds", "0,1", "--epochs", "2"]
 
 
@@ -35,7 +37,8 @@ def make_study(tmp_path, name="s", status="running", alive=False, tuner_state=Tr
         rec["heartbeat"] = "2020-01-01T00:00:00+00:00"
     claim(cfg, rec)
     if tuner_state:
-        (tmp_path / name / TUNER_STATE).write_bytes(b"state")
+        (tmp_path / name / TUNER_STATE).write_bytes(pickle.dumps({"stands for": "Tune's Tuner"}))
+        (tmp_path / name / STATE).write_text(json.dumps({"trial_data": [], "runner_data": {}}))
     return cfg, rec
 
 
@@ -423,3 +426,44 @@ def test_a_bare_resume_ignores_planted_and_future_studies(tmp_path):
         (tmp_path / "planted" / "study.json").rename(tmp_path / "planted" / "real.json")
         (tmp_path / "planted" / "study.json").symlink_to(tmp_path / "planted" / "real.json")
     assert resume_candidate(str(tmp_path)) == "mine"
+
+
+
+def _tune_trial(tid, status, logdir, config):
+    return [json.dumps({"trial_id": tid, "status": status, "relative_logdir": logdir, "config": config}), "{}"]
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda exp: (exp / STATE).write_text(""), f"{STATE} under"),
+    (lambda exp: (exp / STATE).write_text('{"trial_data": [["{\\"trial'), "not Tune's experiment state"),
+    (lambda exp: (exp / STATE).unlink(), "no experiment_state-*.json"),
+    (lambda exp: (exp / TUNER_STATE).write_bytes((exp / TUNER_STATE).read_bytes()[:-3]), "tuner.pkl under"),
+    (lambda exp: (exp / TUNER_STATE).write_bytes(b""), "missing or empty")])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_damaged_tune_state_is_one_line_before_ray_in_the_dry_run_and_the_real_resume(tmp_path, capsys, damage,
+                                                                                       needle, dry_run):
+    make_study(tmp_path)
+    damage(tmp_path / "s")
+    argv = ["--resume", "--storage-path", str(tmp_path), "--study-name", "s"] + (["--dry-run"] if dry_run else [])
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert needle in line and "Tune cannot restore it" in line and "python -m analysis" in line, line
+    assert read_record(str(tmp_path / "s"))["status"] == "running"     # untouched: nothing started
+
+
+def test_a_finished_trial_whose_folder_is_gone_is_lost_not_unstarted(tmp_path, capsys):
+    cfg, _ = make_study(tmp_path)
+    trials = cfg.trial_dicts()
+    exp = tmp_path / "s"
+    d = exp / "t0"
+    d.mkdir()
+    (d / "params.json").write_text(json.dumps(trials[0]))
+    (d / "result.json").write_text('{"training_iteration": 1}\n{"training_iteration": 2}\n')
+    state = [_tune_trial("x_00000", "TERMINATED", "t0", trials[0]),
+             _tune_trial("x_00001", "TERMINATED", "t1", trials[1])]          # t1's folder is gone
+    (exp / STATE).write_text(json.dumps({"trial_data": state, "runner_data": {}}))
+    assert main(["--resume", "--dry-run", "--storage-path", str(tmp_path), "--study-name", "s"]) == 0
+    out = capsys.readouterr().out
+    assert f"1 finished (kept), 0 in progress (continued from their last checkpoint), 0 damaged, " \
+           f"{len(trials) - 2} not started, 1 lost" in out, out
+    assert "  lost: x_00001" in out

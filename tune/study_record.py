@@ -39,8 +39,9 @@ from plvae import study_files as F
 from plvae.study_files import STUDY_FILE, TUNER_FILE
 from tune.errors import StudyError
 from tune.reporting import STUDY_OBJECTIVE
-from tune.resume import apply_options, resume_report
-from tune.staging import finish_interrupted_copy
+from tune.resume import apply_options, resume_report, tune_state
+from tune.staging import apply as apply_repair
+from tune.staging import plan_repair
 from tune.storage import exists, fs, is_uri, join_storage, read_text, subfolders, write_text
 from tune.study_config import StudyConfig
 from tune.summary import best_per_variant, outcomes, summary_text, trial_notes
@@ -311,14 +312,19 @@ class StudyRecord:
         copy it would finish. Nothing for a new study."""
         if not self.resumed:
             return []
-        return resume_report(self.cfg, self.record, trials) + finish_interrupted_copy(self.cfg, dry_run=True)
+        rep = plan_repair(self.cfg)
+        state = tune_state(self.cfg, rep.staging, set(rep.files))   # what the real resume will find
+        return resume_report(self.cfg, self.record, trials, state) + rep.notes(done=False)
 
     def claim(self) -> list[str]:
         """A new study: its folder, for this driver alone, with the first record. A resumed one:
         the copy a killed driver left half done, finished before Tune reads the study back.
         Returns the notes to print."""
         if self.resumed:
-            return finish_interrupted_copy(self.cfg)
+            rep = plan_repair(self.cfg)
+            tune_state(self.cfg, rep.staging, set(rep.files))   # damaged Tune state: one line, before Ray
+            apply_repair(self.cfg, rep)
+            return rep.notes(done=True)
         claim(self.cfg, self.record)
         return []
 
