@@ -51,7 +51,9 @@ def chaos_study(storage: Path, name: str, epochs: int, gammas: str, kills: int, 
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     t0 = time.time()
-    proc = subprocess.Popen(argv, cwd=storage, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = storage / f"{name}.log"      # a file, not a pipe: the killed workers' tracebacks would fill a pipe
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, cwd=storage, env=env, stdout=out, stderr=subprocess.STDOUT)
     exp, killed, last_kill = storage / name, [], 0.0
     try:
         while proc.poll() is None and time.time() - t0 < timeout_s:
@@ -68,12 +70,13 @@ def chaos_study(storage: Path, name: str, epochs: int, gammas: str, kills: int, 
                     killed.append((d.name, SF.epochs_reported(got), pid))
                     last_kill = time.time()
                     break
-        out, _ = proc.communicate(timeout=max(1.0, timeout_s - (time.time() - t0)))
+        proc.wait(timeout=max(1.0, timeout_s - (time.time() - t0)))
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
-    return {"kills": killed, "rc": proc.returncode, "output": out, "seconds": time.time() - t0}
+            proc.wait()
+    return {"kills": killed, "rc": proc.returncode, "output": log.read_text(errors="replace"),
+            "seconds": time.time() - t0}
 
 
 def epoch_counts(exp: Path) -> dict:

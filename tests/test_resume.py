@@ -467,3 +467,14 @@ def test_a_finished_trial_whose_folder_is_gone_is_lost_not_unstarted(tmp_path, c
     assert f"1 finished (kept), 0 in progress (continued from their last checkpoint), 0 damaged, " \
            f"{len(trials) - 2} not started, 1 lost" in out, out
     assert "  lost: x_00001" in out
+
+
+def test_more_than_twelve_grids_are_counted_as_their_union(tmp_path):
+    import dataclasses
+
+    cfg, _ = config_from_args(["--variants", "powerlaw", "--gammas", "0.5", "--seeds", "0", "--epochs", "1",
+                               "--storage-path", str(tmp_path)])
+    grids = [{"seeds": list(range(10 * i, 10 * i + 400))} for i in range(13)]   # 13 x 400, overlapping
+    cfg = dataclasses.replace(cfg, grids=grids)
+    assert cfg.count() == len(cfg.trial_dicts()) == 520               # not the sum, 5200
+    cfg.validate()                                                    # under the cap of 5000: accepted
