@@ -66,3 +66,14 @@ def test_good_tracking_options_pass(tmp_path, monkeypatch):
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     check_wandb("online")
     check_wandb("offline")
+
+
+def test_a_hash_in_set_is_kept_literally_not_read_as_a_comment(tmp_path, capsys):
+    from tune.cli import config_from_args
+
+    cfg, _ = config_from_args(BASE + ["--set", "data_dir=/x/photos #2", "--storage-path", str(tmp_path)])
+    assert cfg.trial["data_dir"] == "/x/photos #2"
+    cfg, _ = config_from_args(BASE + ["--set", "data_dir=/x/photos#2", "--storage-path", str(tmp_path)])
+    assert cfg.trial["data_dir"] == "/x/photos#2"                      # YAML keeps this one too
+    assert main(BASE + ["--set", "n_train=256 #small", "--storage-path", str(tmp_path), "--dry-run"]) == 2
+    assert "n_train" in one_line_error(capsys)                          # not silently 256
