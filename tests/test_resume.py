@@ -478,3 +478,25 @@ def test_more_than_twelve_grids_are_counted_as_their_union(tmp_path):
     cfg = dataclasses.replace(cfg, grids=grids)
     assert cfg.count() == len(cfg.trial_dicts()) == 520               # not the sum, 5200
     cfg.validate()                                                    # under the cap of 5000: accepted
+
+
+def test_finish_never_counts_a_trial_whose_folder_is_gone(tmp_path):
+    import io
+
+    from plvae import metrics as M
+    from tune.study_record import StudyRecord
+
+    cfg, _ = config_from_args(BASE + ["--storage-path", str(tmp_path), "--study-name", "s"])
+    study = StudyRecord.open(cfg)
+    study.claim()
+    done = {"training_iteration": 2, cfg.metric: 0.5}
+    saved = {"a": {"status": "TERMINATED", "config": {"variant": "vae"}, "last_result": done, "lost": False},
+             "b": {"status": "TERMINATED", "config": {"variant": "powerlaw"}, "last_result": {**done, cfg.metric: 0.1},
+                   "lost": True}}
+    out = io.StringIO()
+    with study.running():
+        assert study.finish(saved, out) == 0
+    rec = read_record(str(tmp_path / "s"))
+    assert rec["trial_outcome"] == {"a": M.COMPLETED} and rec["summary"][M.COMPLETED] == 1
+    assert rec["lost_trials"] == ["b"] and "powerlaw" not in rec["best_per_variant"]
+    assert "1 trial(s) Tune counts as ended have no folder" in out.getvalue() and ": b" in out.getvalue()

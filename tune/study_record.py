@@ -361,6 +361,12 @@ class StudyRecord:
         """The end: each trial's outcome from the state Tune saved ({trial_id: status, config,
         last_result}), the counts, the best per variant, the status, the closing text. Returns
         the exit status: 0 finished, 1 some trial errored, 130 trials left unfinished."""
+        lost = sorted(tid for tid, t in saved.items() if t.get("lost"))
+        if lost:   # Tune counts them, but nothing of them is on disk: named, never counted
+            print(f"warning: {len(lost)} trial(s) Tune counts as ended have no folder under "
+                  f"{self.cfg.experiment_path}, so they are not counted: {', '.join(lost)}", file=out)
+            saved = {tid: t for tid, t in saved.items() if tid not in lost}
+            self._update(lost_trials=lost)
         outcome = outcomes(saved, self.cfg.max_epochs)
         unfinished = sum(o == M.RUNNING for o in outcome.values())
         interrupted = bool(unfinished) or not saved
