@@ -43,13 +43,13 @@ def is_trial_worker(pid: int) -> bool:
         return False
 
 
-def chaos_study(storage: Path, name: str, epochs: int, gammas: str, kills: int, every_s: float,
+def chaos_study(storage: Path, name: str, epochs: int, grid: list, kills: int, every_s: float,
                 n_train: int = 2048, timeout_s: float = 600) -> dict:
-    """Run a study in a subprocess and SIGKILL up to ``kills`` trial workers, at least ``every_s``
-    apart, each after its trial's first checkpoint and before its last epoch. Returns the counts:
+    """Run a study (``grid``: its sweep options) in a subprocess and SIGKILL up to ``kills`` trial
+    workers, at least ``every_s`` apart, each after its trial's first checkpoint and before its last epoch. Returns the counts:
     {"kills": [(trial folder name, epoch reached, pid)], "rc", "output", "seconds"}."""
-    argv = [sys.executable, str(REPO / "tune" / "run_study.py"), "--variants", "powerlaw_clamp", "--gammas", gammas,
-            "--seeds", "0", "--epochs", str(epochs), "--scheduler", "fifo", "--max-failures", str(kills + 2),
+    argv = [sys.executable, str(REPO / "tune" / "run_study.py"), *grid, "--epochs", str(epochs),
+            "--scheduler", "fifo", "--max-failures", str(kills + 2),
             "--num-cpus", "2", "--max-concurrent", "2", "--no-reuse-actors", "--storage-path", str(storage),
             "--study-name", name, "--dataset", "natural_patches", "--image-size", "8", "--set", f"n_train={n_train}",
             "--set", "n_val=64", "--hidden-dims", "8,16", "--enc-out-dim", "32", "--latent-dims", "4",
@@ -114,10 +114,11 @@ def main(argv=None) -> int:
     from analysis.__main__ import main as analysis_main
     from analysis.load import load_study
 
-    gammas = ",".join(str(round(0.1 * (i + 1), 2)) for i in range(args.trials))
+    gammas = ",".join(str(round(0.1 * (i + 1), 2)) for i in range(max(1, args.trials // 2 - 1)))
+    grid = ["--variants", "vae,powerlaw_clamp", "--gammas", gammas, "--seeds", "0,1"]   # vae: the baseline
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp)
-        got = chaos_study(storage, "chaos", args.epochs, gammas, kills=args.kills, every_s=args.every,
+        got = chaos_study(storage, "chaos", args.epochs, grid, kills=args.kills, every_s=args.every,
                           n_train=args.n_train, timeout_s=3600)
         exp = storage / "chaos"
         out = {"study_rc": got["rc"], "seconds": round(got["seconds"], 1), "kills_delivered": len(got["kills"]),
@@ -125,7 +126,8 @@ def main(argv=None) -> int:
         study = load_study(exp, warn=False)
         out["analysis_statuses"] = {str(k): int(v) for k, v in study.trials["status"].value_counts().items() if v}
         out["analysis_retries"] = int(study.trials["retries"].sum())
-        rc = analysis_main([str(exp), "--out", str(storage / "report"), "--no-html"])
+        rc = analysis_main([str(exp), "--out", str(storage / "report"), "--min-seeds", "2", "--no-html",
+                            "--no-figures", "--no-data-spectrum"])
         report = (storage / "report" / "report.md").read_text() if rc == 0 else ""
         out["analysis_rc"] = rc
         out["analysis_trials_line"] = next((ln for ln in report.splitlines() if ln.startswith("- trials:")), None)
