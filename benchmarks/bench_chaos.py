@@ -46,8 +46,8 @@ def is_trial_worker(pid: int) -> bool:
 def chaos_study(storage: Path, name: str, epochs: int, grid: list, kills: int, every_s: float,
                 n_train: int = 2048, timeout_s: float = 600) -> dict:
     """Run a study (``grid``: its sweep options) in a subprocess and SIGKILL up to ``kills`` trial
-    workers, at least ``every_s`` apart, each after its trial's first checkpoint and before its last epoch. Returns the counts:
-    {"kills": [(trial folder name, epoch reached, pid)], "rc", "output", "seconds"}."""
+    workers, at least ``every_s`` apart, each after its trial's first checkpoint and before its
+    last epoch. Returns the counts: {"kills": [(trial folder name, epoch reached, pid)], "rc", "output", "seconds"}."""
     argv = [sys.executable, str(REPO / "tune" / "run_study.py"), *grid, "--epochs", str(epochs),
             "--scheduler", "fifo", "--max-failures", str(kills + 2),
             "--num-cpus", "2", "--max-concurrent", "2", "--no-reuse-actors", "--storage-path", str(storage),
