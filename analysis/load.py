@@ -4,12 +4,14 @@
 record and assembles the :class:`Study`'s tables. ``study.json`` (written by ``tune/run_study.py``)
 adds what Tune's files do not say: the study's metric, its status and every trial's final status.
 
-Trial status is one of:
+Trial status is plvae.study_files.trial_outcome's (the one rule, shared with tune's study.json),
+one of:
 - ``completed``: ran all ``max_epochs`` epochs;
 - ``early_stopped``: the scheduler (ASHA) stopped it before ``max_epochs``, without divergence
   or error;
 - ``diverged``: reported ``diverged == 1`` (a non-finite loss) at some epoch, or a non-finite loss;
-- ``errored``: raised (``error.txt``, or ``ERROR`` in study.json's ``trial_status``);
+- ``errored``: raised and was not retried to the end (``ERROR`` in study.json's ``trial_status``,
+  or, without one, an ``error.txt`` that no result follows);
 - ``running``: unfinished when the files were read (the study is still running, or was
   interrupted before the trial ended).
 """
@@ -25,48 +27,22 @@ import numpy as np
 import pandas as pd
 
 from plvae import metrics as M
+from plvae import study_files as SF
 from plvae.config import TrialConfig
 
 from analysis.columns import LOSS_METRICS, STUDY, best, final, initial, num
 from analysis.trial_fields import swept_params, trial_config, typed
 from analysis.tune_files import (DONE, HOSTNAME, ITERATION, NODE_IP, STUDY_FILE, TIME_TOTAL, TRIAL_ID,
-                                 history_rows, last_checkpoint, read_error, read_params, read_results,
-                                 read_study_json, resolve_study_dir, trial_dirs, trial_id_from_dirname)
+                                 error_message, history_rows, last_checkpoint, read_error_text, read_params,
+                                 read_results, read_study_json, resolve_study_dir, trial_dirs,
+                                 trial_id_from_dirname)
 
 # Names other modules (and tests) import from here; defined in columns / tune_files.
 __all__ = ["STATUSES", "STUDY", "STUDY_FILE", "Study", "StudyLoadWarning", "TRIAL_ID", "best", "final", "initial",
-           "load_studies", "load_study", "swept_params", "trial_config", "trial_status"]
+           "load_studies", "load_study", "swept_params", "trial_config"]
 
 # The trials table's ``status`` column: the outcomes defined once in plvae.metrics.
 STATUSES = M.OUTCOMES
-
-# Tune's own trial states, as study.json's trial_status records them.
-TUNE_ERROR = "ERROR"
-TUNE_TERMINATED = "TERMINATED"
-TUNE_UNFINISHED = ("RUNNING", "PENDING", "PAUSED")
-
-
-def trial_status(error: Optional[str], tune_status: Optional[str], diverged_at: Optional[int], epochs: int,
-                 max_epochs: Optional[int], done: bool, study_status: Optional[str]) -> str:
-    """The trial's outcome (one of STATUSES) from what its files and study.json say.
-
-    To be replaced by the shared ``plvae.study_files.trial_outcome`` (one rule for tune's
-    study.json and this table); until then this is the analysis's copy, unchanged."""
-    if error is not None or tune_status == TUNE_ERROR:
-        return M.ERRORED
-    if diverged_at is not None:
-        return M.DIVERGED_OUTCOME
-    if max_epochs is not None and epochs >= max_epochs:
-        return M.COMPLETED
-    if tune_status in TUNE_UNFINISHED:
-        return M.RUNNING
-    if tune_status == TUNE_TERMINATED:
-        return M.EARLY_STOPPED if max_epochs is not None else M.COMPLETED
-    if study_status in ("running", "interrupted") and not done:
-        return M.RUNNING
-    if done or study_status == "finished":
-        return M.EARLY_STOPPED if max_epochs is not None else M.COMPLETED
-    return M.RUNNING
 
 
 class StudyLoadWarning(UserWarning):
@@ -206,7 +182,7 @@ def _read_trial(d: Path, tune_status: dict, meta: dict, skipped: list):
     tid = next((str(r[TRIAL_ID]) for r in rows if r.get(TRIAL_ID)), None) \
         or trial_id_from_dirname(d.name, tune_status)
     history = history_rows(tid, rows)
-    record = _summarise(tid, params, history, meta, error=read_error(d), tune_status=tune_status.get(tid),
+    record = _summarise(tid, params, history, meta, error=read_error_text(d), tune_status=tune_status.get(tid),
                         trial_dir=str(d), last_checkpoint=last_checkpoint(d))
     if not rows and record["status"] != M.RUNNING:
         skipped.append(f"{d.name}: no results")
@@ -217,7 +193,9 @@ def _read_trial(d: Path, tune_status: dict, meta: dict, skipped: list):
 
 def _summarise(tid: str, params: dict, rows: list[dict], meta: dict, error=None, tune_status=None,
                trial_dir=None, last_checkpoint=None) -> dict:
-    """One trials-table record from a trial's params and its result rows (sorted by epoch)."""
+    """One trials-table record from a trial's params and its result rows (sorted by epoch).
+    ``error``: error.txt's text (None when the trial never failed); its failures are the trial's
+    ``retries`` when it went on, its outcome only by plvae.study_files.trial_outcome's rule."""
     params = dict(params)
     epochs = int(max((num(r.get(ITERATION)) for r in rows), default=0) or 0)
     planned = params.get("max_epochs", meta.get("max_epochs"))
@@ -228,17 +206,19 @@ def _summarise(tid: str, params: dict, rows: list[dict], meta: dict, error=None,
             diverged_at = int(num(r.get(ITERATION)))
             break
     last = rows[-1] if rows else {}
-    done = bool(last.get(DONE, False)) if rows else False
-    status = trial_status(error, tune_status, diverged_at, epochs, max_epochs, done, meta.get("status"))
-    if status == M.ERRORED and error is None:
-        error = "error (Tune status ERROR)"
+    status = SF.trial_outcome(tune_status, rows, max_epochs, meta.get("status"), error_text=error)
+    failed = SF.failures(error)
+    message = error_message(error) if status == M.ERRORED else None
+    if status == M.ERRORED and message is None:
+        message = f"error (Tune status {SF.TUNE_ERROR})"
     rec: dict[str, Any] = {TRIAL_ID: tid, "status": status, "epochs": epochs, "max_epochs": max_epochs,
-                           "diverged": diverged_at is not None, "diverged_epoch": diverged_at}
+                           "diverged": diverged_at is not None, "diverged_epoch": diverged_at,
+                           "retries": max(len(failed) - (status == M.ERRORED), 0)}
     rec.update(_metric_values(rows))
     rec[TIME_TOTAL] = num(last.get(TIME_TOTAL))
     rec["node"] = last.get(NODE_IP) or last.get(HOSTNAME)
     rec["last_checkpoint"] = last_checkpoint
-    rec["error"] = error
+    rec["error"] = message
     rec["tune_status"] = tune_status
     rec["trial_dir"] = trial_dir
     rec["_params"] = params

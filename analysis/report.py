@@ -187,6 +187,14 @@ def _values(col: pd.Series, most: int = 8) -> str:
     return f"{', '.join(fmt(v) for v in vals[:3])}, …, {fmt(vals[-1])}: {len(vals)} values"
 
 
+def _retried(t) -> str:
+    """'; N retried (R retries)' when trials failed and Tune retried them from a checkpoint."""
+    r = t["retries"] if "retries" in t else None
+    if r is None or not (r > 0).any():
+        return ""
+    return f"; {int((r > 0).sum())} retried from a checkpoint ({int(r.sum())} retries in all)"
+
+
 def _study_facts(study: Study, c: Comparison) -> list[str]:
     t = study.trials
     counts = t["status"].value_counts().reindex(list(STATUSES), fill_value=0)
@@ -194,7 +202,7 @@ def _study_facts(study: Study, c: Comparison) -> list[str]:
         f"- path: `{study.path}`" if study.path else "- path: (in memory)",
         f"- status: {study.status}; scheduler: {study.meta.get('scheduler', '?')}; "
         f"search: {study.meta.get('search', '?')}; preset: {study.meta.get('preset', '?')}",
-        f"- trials: {len(t)} (" + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")",
+        f"- trials: {len(t)} (" + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")" + _retried(t),
         "- swept: " + ", ".join(f"{p} ({_values(t[p])})" for p in study.swept),
         f"- max epochs: {fmt(t['max_epochs'].max()) if 'max_epochs' in t else '?'}; "
         f"compared on `{c.metric}`; baseline `{c.baseline}`; significance level {c.significance:g}; {c.n_tests} tests, "

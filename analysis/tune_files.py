@@ -17,23 +17,13 @@ import re
 from pathlib import Path
 from typing import Optional
 
-# Ray Tune's documented per-trial files and result keys (ray.air.constants / ray.tune.result);
-# spelled here once so that loading never imports ray.
-PARAMS_FILE = "params.json"
-RESULT_FILE = "result.json"
-PROGRESS_FILE = "progress.csv"
-ERROR_FILE = "error.txt"
-CHECKPOINT_PREFIX = "checkpoint_"
-STUDY_FILE = "study.json"
-TRIAL_FILES = (PARAMS_FILE, RESULT_FILE, PROGRESS_FILE, ERROR_FILE)
-
-TRIAL_ID = "trial_id"
-ITERATION = "training_iteration"   # Tune counts reports from 1; one report per epoch here
-TIME_TOTAL = "time_total_s"
-DONE = "done"
-NODE_IP = "node_ip"
-HOSTNAME = "hostname"
-CONFIG = "config"
+# Ray Tune's per-trial files and result keys, named once in plvae.study_files (loading never
+# imports ray); re-exported here under the analysis's short names.
+from plvae.study_files import (CHECKPOINT_PREFIX, CONFIG, DONE, ERROR_FILE, HOSTNAME, NODE_IP,  # noqa: F401
+                               PARAMS_FILE, PROGRESS_FILE, RESULT_FILE, STUDY_FILE, TRIAL_FILES, TRIAL_ID)
+from plvae.study_files import TIME_TOTAL_S as TIME_TOTAL
+from plvae.study_files import TRAINING_ITERATION as ITERATION
+from plvae.study_files import read_result_lines as parse_result_lines
 
 
 def _is_trial_dir(d: Path) -> bool:
@@ -86,22 +76,7 @@ def read_study_json(root: Path, skipped: list) -> dict:
 
 def read_result_lines(f: Path) -> tuple[list[dict], list[int]]:
     """Parsed result.json lines and the (1-based) numbers of the lines that would not parse."""
-    rows, bad = [], []
-    with f.open("r", errors="replace") as fh:
-        for i, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                bad.append(i)
-                continue
-            if isinstance(obj, dict):
-                rows.append(obj)
-            else:
-                bad.append(i)
-    return rows, bad
+    return parse_result_lines(f.read_text(errors="replace"))
 
 
 def _cell(v: str):
@@ -232,16 +207,29 @@ def read_params(d: Path, rows: list[dict], skipped: list) -> Optional[dict]:
     return params
 
 
-def read_error(d: Path) -> Optional[str]:
-    """The last line of error.txt (the exception), or None when the trial did not raise."""
+def read_error_text(d: Path) -> Optional[str]:
+    """error.txt's whole text (Tune appends one "Failure # N" section per failure), None when the
+    trial never failed, '' when the file is there but unreadable."""
     ef = d / ERROR_FILE
     if not ef.exists():
         return None
     try:
-        lines = [ln.strip() for ln in ef.read_text(errors="replace").splitlines() if ln.strip()]
-        return lines[-1] if lines else "error"
+        return ef.read_text(errors="replace")
     except OSError:
-        return "error (error.txt unreadable)"
+        return ""
+
+
+def error_message(error_text: Optional[str]) -> Optional[str]:
+    """The last line of an error.txt's text (the last exception), None when there is none."""
+    if error_text is None:
+        return None
+    lines = [ln.strip() for ln in error_text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "error (error.txt empty or unreadable)"
+
+
+def read_error(d: Path) -> Optional[str]:
+    """The last line of error.txt (the exception), or None when the trial did not raise."""
+    return error_message(read_error_text(d))
 
 
 def last_checkpoint(d: Path) -> Optional[str]:

@@ -84,7 +84,7 @@ def export_trials(root: str) -> tuple[pd.DataFrame, dict]:
         meta[name] = {"preset": study.meta.get("preset"), "primary": cfg.get("primary") or [],
                       "primary_family": cfg.get("primary_family") or HEADLINE_FAMILY,
                       "data_alpha": alpha, "data_gamma": gamma, "status": study.status,
-                      "max_epochs": study.meta.get("max_epochs")}
+                      "max_epochs": study.meta.get("max_epochs"), "n_trials": len(study.trials)}
         c = analysis.compare(study, n_resamples=200)
         to_target = c.per_trial.set_index("trial_id")[EPOCHS_TO_TARGET]
         hist = {tid: h.sort_values("training_iteration") for tid, h in study.history.groupby("trial_id")}
@@ -319,6 +319,36 @@ def summarise(trials: pd.DataFrame, meta: dict, out: str, alpha: bool = True) ->
         print("\nalpha.csv\n" + a.to_string(index=False))
 
 
+def read_inputs(csv_path: str, meta_path: str) -> tuple[pd.DataFrame, dict]:
+    """trials.csv and studies.json as step 1 wrote them, or SystemExit with one line: unreadable,
+    cut short (no final newline, or fewer rows than studies.json counts per study), or missing the
+    columns the rebuild reads."""
+    def refuse(why: str):
+        raise SystemExit(f"error: {why}; allowed: the {TRIALS_CSV} and {STUDIES_JSON} step 1 writes "
+                         f"(run without --from-csv to write them again)")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        with open(csv_path, "rb") as f:
+            raw = f.read()
+        trials = pd.read_csv(csv_path)
+    except (OSError, ValueError, pd.errors.ParserError) as e:   # EmptyDataError and JSONDecodeError are ValueErrors
+        refuse(f"{e.__class__.__name__}: {' '.join(str(e).split())[:200]}")
+    if not isinstance(meta, dict) or not all(isinstance(m, dict) for m in meta.values()):
+        refuse(f"{meta_path} is not a JSON object of studies")
+    if not raw.endswith(b"\n"):
+        refuse(f"{csv_path} is cut short (its last row has no end)")
+    need = {"study", "trial_id", "status", "diverged", "diverged_epoch", _col(M.VAL_LOSS, 0)}
+    if need - set(trials.columns):
+        refuse(f"{csv_path} lacks the column(s) {', '.join(sorted(need - set(trials.columns)))}")
+    counts = trials["study"].value_counts()
+    short = [f"{name} ({int(counts.get(name, 0))} of {m['n_trials']} trials)" for name, m in meta.items()
+             if isinstance(m.get("n_trials"), int) and counts.get(name, 0) != m["n_trials"]]
+    if short:
+        refuse(f"{csv_path} does not hold the trials {STUDIES_JSON} counts: {', '.join(short)}")
+    return trials, meta
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", default="results/evidence", help="the study folders (step 1)")
@@ -337,9 +367,7 @@ def main(argv=None) -> int:
         with open(meta_path, "w") as f:
             json.dump(meta, f, indent=1, default=float)
         print(f"{TRIALS_CSV}: {len(trials)} trials from {len(meta)} studies")
-    trials = pd.read_csv(csv_path)
-    with open(meta_path) as f:
-        meta = json.load(f)
+    trials, meta = read_inputs(csv_path, meta_path)
     summarise(trials, meta, args.out, alpha=not args.no_alpha)
     return 0
 

@@ -341,8 +341,15 @@ def plot_spectrum(eigs, fit: Optional[PowerLawFit], path, title: Optional[str] =
 
 # ----------------------------------------------------------------------------- command line
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr and exit status 2 (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {' '.join(message.split())}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m plvae.spectrum",
+    p = _OneLineParser(prog="python -m plvae.spectrum",
                                 description="Power-law fit of a dataset's covariance spectrum (training split).")
     p.add_argument("dataset", help="a dataset name of plvae.config.DATASETS")
     p.add_argument("--image-size", type=int, help="side of the square images (default: TrialConfig's)")

@@ -293,7 +293,7 @@ def write_trial(root: Path, tid: str, cfg: TrialConfig, curve, diverge_at=None, 
             w.writeheader()
             w.writerows({k: r[k] for k in keys} for r in rows)
     if error:
-        (d / "error.txt").write_text(f"Failure # 1 (occurred at 2025-01-01)\nTraceback ...\n{error}\n")
+        (d / "error.txt").write_text(f"Failure # 1 (occurred at 2025-01-01_00-00-05)\nTraceback ...\n{error}\n")
     return d
 
 
@@ -469,9 +469,11 @@ def test_damaged_copy_of_real_study(real_study, tmp_path):
     rj = dirs[0] / "result.json"
     rj.write_text(rj.read_text()[:-100])                     # torn last line
     (dirs[1] / "progress.csv").unlink()
-    (dirs[2] / "error.txt").write_text("Traceback ...\nRuntimeError: worker died\n")
+    (dirs[2] / "error.txt").write_text("Failure # 1 (occurred at 2020-01-01_00-00-00)\nTraceback ...\n"
+                                       "RuntimeError: worker died\n")   # a retried failure: not an outcome
     meta = json.loads((copy / "study.json").read_text())
     meta["status"] = "running"
+    meta["trial_status"][dirs[4].name[-11:]] = "ERROR"                      # Tune's word: errored
     meta["trial_status"][dirs[3].name[-11:]] = "RUNNING"
     (dirs[3] / "result.json").write_text((dirs[3] / "result.json").read_text().splitlines()[0] + "\n")
     (dirs[3] / "progress.csv").unlink()
@@ -485,7 +487,9 @@ def test_damaged_copy_of_real_study(real_study, tmp_path):
         assert part in msg, msg
     t = study.trials.set_index("trial_id")
     assert len(t) == 9
-    assert t.loc[dirs[2].name[-11:], "status"] == "errored"
+    assert t.loc[dirs[2].name[-11:], "status"] == "completed" and t.loc[dirs[2].name[-11:], "retries"] == 1
+    assert pd.isna(t.loc[dirs[2].name[-11:], "error"])
+    assert t.loc[dirs[4].name[-11:], "status"] == "errored" and t.loc[dirs[4].name[-11:], "retries"] == 0
     assert t.loc[dirs[3].name[-11:], "status"] == "running"
     assert t.loc[dirs[0].name[-11:], "epochs"] == 2        # progress.csv restored the torn epoch
     c = compare(study, min_seeds=2)

@@ -3,6 +3,7 @@ bad input that must be one line before Ray starts (address, grid size, YAML, dat
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from plvae.study_files import TUNER_FILE as TUNER_STATE
 from tune.study_record import STALE_S, claim, driver_alive, new_record, prepare_resume, read_record, resume_candidate
 
 REPO = Path(__file__).resolve().parents[1]
+STATE = "experiment_state-2020-01-01_00-00-00.json"
 BASE = ["--variants", "vae,powerlaw", "--gammas", "0.5", "--seeds", "0,1", "--epochs", "2"]
 
 
@@ -35,7 +37,8 @@ def make_study(tmp_path, name="s", status="running", alive=False, tuner_state=Tr
         rec["heartbeat"] = "2020-01-01T00:00:00+00:00"
     claim(cfg, rec)
     if tuner_state:
-        (tmp_path / name / TUNER_STATE).write_bytes(b"state")
+        (tmp_path / name / TUNER_STATE).write_bytes(pickle.dumps({"stands for": "Tune's Tuner"}))
+        (tmp_path / name / STATE).write_text(json.dumps({"trial_data": [], "runner_data": {}}))
     return cfg, rec
 
 
@@ -319,3 +322,182 @@ def test_finish_counts_a_trial_that_reported_every_epoch_as_completed_though_tun
     del saved["e"]
     with study.running():
         assert study.finish(saved, io.StringIO()) == 1
+
+
+# ---------------------------------------------------------------------------- nothing planted is trusted
+class _Payload:
+    """What a hostile local user would pickle: unpickling it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "payload ran"))
+
+
+def _unpickle_like_tune(state_file: Path) -> None:
+    """Tune's restore unpickles each CLOUDPICKLE_FALLBACK value of the experiment state."""
+    import pickle
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if obj.get("_type") == "CLOUDPICKLE_FALLBACK":
+                pickle.loads(bytes.fromhex(obj["value"]))
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+    walk(json.loads(state_file.read_text()))
+
+
+@pytest.mark.parametrize("plant", ["world_writable", "another_run", "another_owner", "symlink"])
+def test_a_planted_staging_folder_is_refused_and_its_payload_never_runs(tmp_path, monkeypatch, plant):
+    import os
+    import pickle
+    import shutil
+
+    from tune.staging import finish_interrupted_copy, plan_repair
+
+    cfg, exp, stage, _ = _staged_study(tmp_path, monkeypatch)
+    state = "experiment_state-2026-11-26_10-00-01.json"
+    marker = tmp_path / "marker"
+    payload = {"runner_data": {"_start_time": 1.0},
+               "trial_data": [{"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(_Payload(marker)).hex()}]}
+    (stage / state).write_text(json.dumps(payload))
+    (exp / state).write_text("")                       # torn by the kill: only the staging copy could say which run
+    if plant == "world_writable":                      # a folder another user could have written into
+        os.chmod(stage.parent, 0o777)
+    elif plant == "another_run":                       # a folder named after another run of this study
+        other = stage.parents[2] / "2026-11-26_09-00-00"
+        shutil.move(str(stage.parents[1]), str(other))
+        stage = other / "s" / "driver_artifacts"
+    elif plant == "another_owner":
+        if os.geteuid() != 0:
+            pytest.skip("chown to another user needs root")
+        os.chown(stage.parents[3], 65534, 65534)       # the session folder belongs to nobody
+    else:                                              # a link to a file this study never wrote
+        (stage / "t1" / "result.json").unlink()
+        (stage / "t1" / "result.json").symlink_to(tmp_path / "elsewhere.json")
+        (tmp_path / "elsewhere.json").write_text("{}\n")
+    rep = plan_repair(cfg)
+    assert rep.staging is None and rep.files == [] and len(rep.refused) == 1, rep
+    notes = finish_interrupted_copy(cfg)
+    assert any(n.startswith("resume: not copying from a staging folder this user did not create") for n in notes)
+    why = {"world_writable": "writable by group or others (mode 777)", "another_run": "lies in the folder of run",
+           "another_owner": "owned by uid 65534", "symlink": "is a symbolic link"}[plant]
+    assert why in rep.refused[0], rep.refused
+    assert (exp / state).read_text() == "" and (exp / "t1" / "params.json").read_text() == ""   # nothing copied
+    _unpickle_like_tune(exp / state) if (exp / state).read_text() else None
+    assert not marker.exists()
+    _unpickle_like_tune(stage / state)                 # the control: the planted bytes do run when unpickled
+    assert marker.read_text() == "payload ran"
+
+
+def test_a_staging_folder_of_another_start_time_is_refused(tmp_path, monkeypatch):
+    from tune.staging import plan_repair
+
+    cfg, exp, stage, _ = _staged_study(tmp_path, monkeypatch)
+    state = "experiment_state-2026-11-26_10-00-01.json"
+    (exp / state).write_text(json.dumps({"runner_data": {"_start_time": 1.0}, "trial_data": []}))
+    (stage / state).write_text(json.dumps({"runner_data": {"_start_time": 2.0}, "trial_data": []}))
+    rep = plan_repair(cfg)
+    assert rep.staging is None and "records another run" in rep.refused[0]
+    (stage / state).write_text(json.dumps({"runner_data": {"_start_time": 1.0}, "trial_data": []}))
+    assert plan_repair(cfg).staging == str(stage)
+
+
+def test_a_bare_resume_ignores_planted_and_future_studies(tmp_path):
+    import datetime as dt
+    import os
+
+    make_study(tmp_path, name="mine")
+    time.sleep(1.1)
+    make_study(tmp_path, name="future")
+    rec = read_record(str(tmp_path / "future"))
+    rec["started"] = (dt.datetime.now().astimezone() + dt.timedelta(days=365)).isoformat(timespec="seconds")
+    (tmp_path / "future" / "study.json").write_text(json.dumps(rec))
+    assert resume_candidate(str(tmp_path)) == "mine"          # a start time in the future is planted
+    time.sleep(1.1)
+    make_study(tmp_path, name="planted")
+    assert resume_candidate(str(tmp_path)) == "planted"
+    if os.geteuid() == 0:
+        os.chown(tmp_path / "planted" / "study.json", 65534, 65534)   # written by another user
+    else:
+        (tmp_path / "planted" / "study.json").rename(tmp_path / "planted" / "real.json")
+        (tmp_path / "planted" / "study.json").symlink_to(tmp_path / "planted" / "real.json")
+    assert resume_candidate(str(tmp_path)) == "mine"
+
+
+
+def _tune_trial(tid, status, logdir, config):
+    return [json.dumps({"trial_id": tid, "status": status, "relative_logdir": logdir, "config": config}), "{}"]
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda exp: (exp / STATE).write_text(""), f"{STATE} under"),
+    (lambda exp: (exp / STATE).write_text('{"trial_data": [["{\\"trial'), "not Tune's experiment state"),
+    (lambda exp: (exp / STATE).unlink(), "no experiment_state-*.json"),
+    (lambda exp: (exp / TUNER_STATE).write_bytes((exp / TUNER_STATE).read_bytes()[:-3]), "tuner.pkl under"),
+    (lambda exp: (exp / TUNER_STATE).write_bytes(b""), "missing or empty")])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_damaged_tune_state_is_one_line_before_ray_in_the_dry_run_and_the_real_resume(tmp_path, capsys, damage,
+                                                                                       needle, dry_run):
+    make_study(tmp_path)
+    damage(tmp_path / "s")
+    argv = ["--resume", "--storage-path", str(tmp_path), "--study-name", "s"] + (["--dry-run"] if dry_run else [])
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert needle in line and "Tune cannot restore it" in line and "python -m analysis" in line, line
+    assert read_record(str(tmp_path / "s"))["status"] == "running"     # untouched: nothing started
+
+
+def test_a_finished_trial_whose_folder_is_gone_is_lost_not_unstarted(tmp_path, capsys):
+    cfg, _ = make_study(tmp_path)
+    trials = cfg.trial_dicts()
+    exp = tmp_path / "s"
+    d = exp / "t0"
+    d.mkdir()
+    (d / "params.json").write_text(json.dumps(trials[0]))
+    (d / "result.json").write_text('{"training_iteration": 1}\n{"training_iteration": 2}\n')
+    state = [_tune_trial("x_00000", "TERMINATED", "t0", trials[0]),
+             _tune_trial("x_00001", "TERMINATED", "t1", trials[1])]          # t1's folder is gone
+    (exp / STATE).write_text(json.dumps({"trial_data": state, "runner_data": {}}))
+    assert main(["--resume", "--dry-run", "--storage-path", str(tmp_path), "--study-name", "s"]) == 0
+    out = capsys.readouterr().out
+    assert f"1 finished (kept), 0 in progress (continued from their last checkpoint), 0 damaged, " \
+           f"{len(trials) - 2} not started, 1 lost" in out, out
+    assert "  lost: x_00001" in out
+
+
+def test_more_than_twelve_grids_are_counted_as_their_union(tmp_path):
+    import dataclasses
+
+    cfg, _ = config_from_args(["--variants", "powerlaw", "--gammas", "0.5", "--seeds", "0", "--epochs", "1",
+                               "--storage-path", str(tmp_path)])
+    grids = [{"seeds": list(range(10 * i, 10 * i + 400))} for i in range(13)]   # 13 x 400, overlapping
+    cfg = dataclasses.replace(cfg, grids=grids)
+    assert cfg.count() == len(cfg.trial_dicts()) == 520               # not the sum, 5200
+    cfg.validate()                                                    # under the cap of 5000: accepted
+
+
+def test_finish_never_counts_a_trial_whose_folder_is_gone(tmp_path):
+    import io
+
+    from plvae import metrics as M
+    from tune.study_record import StudyRecord
+
+    cfg, _ = config_from_args(BASE + ["--storage-path", str(tmp_path), "--study-name", "s"])
+    study = StudyRecord.open(cfg)
+    study.claim()
+    done = {"training_iteration": 2, cfg.metric: 0.5}
+    saved = {"a": {"status": "TERMINATED", "config": {"variant": "vae"}, "last_result": done, "lost": False},
+             "b": {"status": "TERMINATED", "config": {"variant": "powerlaw"}, "last_result": {**done, cfg.metric: 0.1},
+                   "lost": True}}
+    out = io.StringIO()
+    with study.running():
+        assert study.finish(saved, out) == 0
+    rec = read_record(str(tmp_path / "s"))
+    assert rec["trial_outcome"] == {"a": M.COMPLETED} and rec["summary"][M.COMPLETED] == 1
+    assert rec["lost_trials"] == ["b"] and "powerlaw" not in rec["best_per_variant"]
+    assert "1 trial(s) Tune counts as ended have no folder" in out.getvalue() and ": b" in out.getvalue()

@@ -273,8 +273,8 @@ def test_cli_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         spectrum.main(argv)
     assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert message in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err   # no usage block
 
 
 def test_cli_unwritable_figure_path(tmp_path, capsys):

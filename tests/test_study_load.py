@@ -77,3 +77,37 @@ def test_unwritable_out_is_one_line(damaged, tmp_path, capsys):
     assert analysis_main([str(damaged), "--out", str(tmp_path / "a_file" / "report")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --out=") and "allowed" in err[0], err
+
+
+def retried_study(tmp_path, with_study_json: bool):
+    """Three trials that each failed and were retried from a checkpoint to their last epoch (what a
+    killed worker under --max-failures leaves: error.txt beside every epoch), and one that failed
+    for good (its last failure after its last result)."""
+    exp = tmp_path / ("with" if with_study_json else "without")
+    exp.mkdir()
+    status = {}
+    for i, n_failures in enumerate([1, 2, 3]):
+        tid = f"bbbbb_{i:05d}"
+        d = write_trial(exp, tid, [{**epoch(e, 3.0 - e / 2), "date": f"2026-01-01_10-00-{10 * e:02d}"}
+                                   for e in (1, 2, 3)])
+        (d / "error.txt").write_text("".join(f"Failure # {k + 1} (occurred at 2026-01-01_10-00-{5 + 10 * k:02d})\n"
+                                             "Traceback ...\nRayActorError: the actor died\n\n"
+                                             for k in range(n_failures)))
+        status[tid] = "TERMINATED"
+    d = write_trial(exp, "bbbbb_00003", [{**epoch(1, 3.0), "date": "2026-01-01_10-00-10"}])
+    (d / "error.txt").write_text("Failure # 1 (occurred at 2026-01-01_10-00-15)\nTraceback ...\nValueError: bad\n")
+    status["bbbbb_00003"] = "ERROR"
+    if with_study_json:
+        (exp / "study.json").write_text(json.dumps({"study_name": "retried", "status": "finished",
+                                                    "metric": M.VAL_LOSS, "max_epochs": 3, "trial_status": status}))
+    return exp
+
+
+@pytest.mark.parametrize("with_study_json", [True, False])
+def test_retried_trials_load_as_completed_with_their_retries(tmp_path, with_study_json):
+    study = load_study(retried_study(tmp_path, with_study_json), warn=False)
+    t = study.trials.set_index("trial_id")
+    assert dict(t["status"]) == {"bbbbb_00000": M.COMPLETED, "bbbbb_00001": M.COMPLETED,
+                                 "bbbbb_00002": M.COMPLETED, "bbbbb_00003": M.ERRORED}
+    assert dict(t["retries"]) == {"bbbbb_00000": 1, "bbbbb_00001": 2, "bbbbb_00002": 3, "bbbbb_00003": 0}
+    assert t["error"].isna().sum() == 3 and "ValueError: bad" in t.loc["bbbbb_00003", "error"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -338,8 +339,8 @@ def config_from_args(argv: Optional[Sequence[str]] = None) -> tuple[StudyConfig,
             raise StudyError(f"set: {key}={text!r} is not a trial field; allowed: {', '.join(TrialConfig.field_names())}")
         if key in SWEEPS:
             raise StudyError(f"set: {key}={text!r} is swept; allowed: --{SWEEPS[key].replace('_', '-')}")
-        try:
-            value = yaml.safe_load(text)
+        try:   # a '#' YAML would read as a comment is kept literally (data_dir=/x/photos #2), never dropped
+            value = text if re.search(r"(^|\s)#", text) else yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise bad("set", item, f"FIELD=VALUE with VALUE valid YAML ({(str(e).splitlines() or [''])[0]})") from None
         cfg.trial = {**cfg.trial, key: value}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-from tune.summary import trial_outcome
+from plvae.study_files import TUNE_ERROR, TUNE_TERMINATED, trial_outcome
 
 OUTCOME_TAG = "outcome"
 EPOCHS_TAG = "epochs"
@@ -33,7 +33,7 @@ class StudyMLflowLogger(MLflowLoggerCallback):
         if run_id is not None:
             last = dict(trial.last_result or {})
             client = MlflowClient(tracking_uri=self.tracking_uri)
-            client.set_tag(run_id, OUTCOME_TAG, trial_outcome("ERROR" if failed else "TERMINATED", last,
+            client.set_tag(run_id, OUTCOME_TAG, trial_outcome(TUNE_ERROR if failed else TUNE_TERMINATED, last,
                                                               self.max_epochs))
             client.set_tag(run_id, EPOCHS_TAG, str(int(last.get("training_iteration", 0))))
         super().log_trial_end(trial, failed)

@@ -31,7 +31,9 @@ from tune.errors import StudyError
 from tune.plan import describe, plan
 from tune.study_config import StudyConfig
 from tune.study_data import check_data_before_ray, load_and_measure
+from tune.storage import is_uri
 from tune.study_record import StudyRecord
+from tune.tracking_check import check_tracking
 
 # Environment variables Ray reads, set once here at the entry point (setdefault: the user's own win).
 PROCESS_ENV = {
@@ -64,9 +66,23 @@ def preflight_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
 
 def preflight(cfg: StudyConfig) -> None:
     """What can be checked before Ray starts and before the study's folder is claimed."""
+    check_storage_path(cfg.storage_path)
+    check_tracking(cfg)
     if cfg.address is not None:
         preflight_address(cfg.address)
     check_data_before_ray(cfg)
+
+
+def check_storage_path(path: str) -> None:
+    """A local storage path must be a folder, or creatable: its nearest existing ancestor a folder."""
+    if is_uri(path):
+        return
+    p = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        raise StudyError(f"storage_path={path!r} is invalid: {p} is a file, not a folder; allowed: a folder, or a "
+                         f"new one under an existing folder, or a URI such as s3://bucket/path")
 
 
 def dry_run(study: StudyRecord) -> str:
@@ -99,10 +115,10 @@ def main(argv=None) -> int:
         study = StudyRecord.open(cfg, args.given, args.explicit_name, args.resume)
         for note in study.notes:
             print(note)
-        if args.dry_run:        # 2. or only say what it would do
+        preflight(study.cfg)    # 2. what can be checked before Ray (a dry run refuses what the run refuses)
+        if args.dry_run:        # 3. or only say what it would do
             print(dry_run(study))
             return 0
-        preflight(study.cfg)    # 3. what can be checked before Ray
         for note in study.claim():   # 4. the folder claimed (resumed: the killed driver's copy finished)
             print(note)
         set_process_env(study.cfg)

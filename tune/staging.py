@@ -13,7 +13,11 @@ is gone: another machine, a cleaned /tmp) are named, so nobody mistakes them for
 
 Which staging folder: the one holding the experiment-state file that Tune will restore (the newest
 ``experiment_state-*.json`` in the storage path, by name, as Tune picks it), the most recently
-written if several do.
+written if several do. Tune unpickles what the experiment state holds, and Ray's temp dir is
+world-writable, so a folder is used only if this user owns it and everything in it, nothing from
+the session folder down is writable by group or others or a link, and it names this study's own
+run (its folder's timestamp, and the start time the stored state records). Any other is named
+and left alone.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import functools
 import glob
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
@@ -45,9 +50,10 @@ class Repair:
     staging: Optional[str] = None                         # the staging folder found, if any
     files: list[str] = field(default_factory=list)        # files that differ (copied by apply())
     torn: list[str] = field(default_factory=list)         # trial folders whose record stays torn
+    refused: list[str] = field(default_factory=list)      # staging folders not used, and why
 
     def notes(self, done: bool) -> list[str]:
-        out = []
+        out = [f"resume: not copying from a staging folder this user did not create: {why}" for why in self.refused]
         if self.files:
             trials = sorted({f.split(os.sep)[0] for f in self.files if os.sep in f})
             verb = "copied" if done else "would copy"
@@ -60,15 +66,78 @@ class Repair:
         return out
 
 
-def find_staging(cfg: StudyConfig, files: dict[str, int]) -> Optional[str]:
+def trusted(path: str, below: str) -> Optional[str]:
+    """Why ``path`` cannot be trusted as this user's own (None when it can): every folder from
+    ``below`` (exclusive: Ray makes its temp and session folders world-writable) down to ``path``,
+    and ``path`` itself, must be a real folder or file (no link), owned by this user and not
+    writable by group or others - else another local user could have planted or swapped it."""
+    rel = os.path.relpath(path, below)
+    if rel.startswith(os.pardir):
+        return f"{path} is not under {below}"
+    cur, uid = below, os.geteuid()
+    for part in rel.split(os.sep):
+        cur = os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except OSError as e:
+            return f"{cur}: {e.strerror}"
+        if stat.S_ISLNK(st.st_mode):
+            return f"{cur} is a symbolic link"
+        if st.st_uid != uid:
+            return f"{cur} is owned by uid {st.st_uid}, not this user ({uid})"
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{cur} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _same_run(staged_state: str, stored_state: Optional[bytes]) -> Optional[str]:
+    """Why a staging folder's experiment state is not this study's Tune run (None when it is): the
+    folder's timestamp must be the state's (Tune names both after its run), and where the stored
+    copy still parses, both must record one start time (runner_data, plain JSON: nothing unpickled)."""
+    stamp = os.path.basename(staged_state)[len(F.EXPERIMENT_STATE_PREFIX) + 1:-len(".json")]
+    folder = os.path.basename(os.path.dirname(os.path.dirname(os.path.dirname(staged_state))))
+    if folder != stamp:
+        return f"{staged_state} lies in the folder of run {folder}, not {stamp}"
+    try:
+        theirs = json.loads(_bytes(staged_state))["runner_data"]["_start_time"]
+        ours = json.loads(stored_state or b"")["runner_data"]["_start_time"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None   # the stored copy is torn (what the repair is for): the checks above stand
+    return None if theirs == ours else f"{staged_state} records another run (started {theirs}, not {ours})"
+
+
+def find_staging(cfg: StudyConfig, files: dict[str, int], refused: Optional[list] = None,
+                 stored=None) -> Optional[str]:
+    """The staging folder of this study's run on this machine (the newest that passes), or None.
+    A candidate that fails ``trusted`` or ``_same_run`` is skipped and said in ``refused``."""
     states = sorted(f for f in files if os.sep not in f and fnmatch.fnmatch(f, F.EXPERIMENT_STATE_GLOB))
     if not states:
         return None
-    pattern = os.path.join(glob.escape(ray_temp_dir()), "session_*", "artifacts", "*",
+    temp = ray_temp_dir()
+    pattern = os.path.join(glob.escape(temp), "session_*", "artifacts", "*",
                            glob.escape(cfg.study_name), "driver_artifacts",
                            states[-1])
-    found = glob.glob(pattern)
-    return os.path.dirname(max(found, key=os.path.getmtime)) if found else None
+    stored_state = stored(states[-1]) if stored else None
+    for found in sorted(glob.glob(pattern), key=os.path.getmtime, reverse=True):
+        session = os.path.join(temp, os.path.relpath(found, temp).split(os.sep)[0])
+        owner = os.lstat(session).st_uid
+        why = (f"{session} is owned by uid {owner}, not this user ({os.geteuid()})" if owner != os.geteuid() else None)
+        why = why or trusted(found, session) or _same_run(found, stored_state) or _walk_refusal(os.path.dirname(found))
+        if why is None:
+            return os.path.dirname(found)
+        if refused is not None:
+            refused.append(why)
+    return None
+
+
+def _walk_refusal(staging: str) -> Optional[str]:
+    """Why a file or folder inside the staging folder cannot be trusted (None when all can)."""
+    for dirpath, dirs, names in os.walk(staging):
+        for name in dirs + names:
+            why = trusted(os.path.join(dirpath, name), staging)
+            if why:
+                return why
+    return None
 
 
 def _torn(text: Optional[bytes], name: str) -> bool:
@@ -91,7 +160,8 @@ def plan_repair(cfg: StudyConfig) -> Repair:
     path = cfg.experiment_path
     files = listing(path)
     stored = functools.cache(lambda rel: read_bytes(join_storage(path, rel)))   # each stored file read once
-    rep = Repair(staging=find_staging(cfg, files))
+    rep = Repair()
+    rep.staging = find_staging(cfg, files, rep.refused, stored)
     if rep.staging:
         for dirpath, _, names in os.walk(rep.staging):
             for name in names:

@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import sys
 import threading
 import time
@@ -38,8 +39,9 @@ from plvae import study_files as F
 from plvae.study_files import STUDY_FILE, TUNER_FILE
 from tune.errors import StudyError
 from tune.reporting import STUDY_OBJECTIVE
-from tune.resume import apply_options, resume_report
-from tune.staging import finish_interrupted_copy
+from tune.resume import apply_options, resume_report, tune_state
+from tune.staging import apply as apply_repair
+from tune.staging import plan_repair
 from tune.storage import exists, fs, is_uri, join_storage, read_text, subfolders, write_text
 from tune.study_config import StudyConfig
 from tune.summary import best_per_variant, outcomes, summary_text, trial_notes
@@ -189,18 +191,36 @@ class Heartbeat:
 
 
 # ---------------------------------------------------------------------------- resume
-def resume_candidate(storage_path: str) -> Optional[str]:
+def resume_candidate(storage_path: str, now: Optional[_dt.datetime] = None) -> Optional[str]:
     """The most recently started study under storage_path that did not finish and whose driver is
-    gone (a study still running elsewhere is no candidate), for a bare --resume."""
+    gone (a study still running elsewhere is no candidate), for a bare --resume. On a local path
+    only a study.json this user owns counts (another user's could be planted: a resume unpickles
+    what the study folder holds), and a start time in the future (more than a minute) is ignored."""
+    now = now or _dt.datetime.now().astimezone()
     found = []
     for name in subfolders(storage_path):
-        try:
-            rec = read_record(join_storage(storage_path, name))
-        except StudyError:
+        path = join_storage(storage_path, name)
+        if not is_uri(path) and not _own_file(os.path.join(path, STUDY_FILE)):
             continue
-        if rec and rec.get("status") != F.STUDY_FINISHED and not driver_alive(rec):
-            found.append((str(rec.get("started") or ""), name))
+        try:
+            rec = read_record(path)
+            started = _dt.datetime.fromisoformat(str(rec.get("started"))) if rec else None
+        except (StudyError, ValueError):
+            continue
+        if started is None or started.tzinfo is None or started > now + _dt.timedelta(seconds=60):
+            continue
+        if rec.get("status") != F.STUDY_FINISHED and not driver_alive(rec):
+            found.append((started, name))
     return max(found)[1] if found else None
+
+
+def _own_file(path: str) -> bool:
+    """A regular file (no link) owned by this user."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def prepare_resume(cfg: StudyConfig, given: list) -> tuple[StudyConfig, dict, list[str]]:
@@ -292,14 +312,19 @@ class StudyRecord:
         copy it would finish. Nothing for a new study."""
         if not self.resumed:
             return []
-        return resume_report(self.cfg, self.record, trials) + finish_interrupted_copy(self.cfg, dry_run=True)
+        rep = plan_repair(self.cfg)
+        state = tune_state(self.cfg, rep.staging, set(rep.files))   # what the real resume will find
+        return resume_report(self.cfg, self.record, trials, state) + rep.notes(done=False)
 
     def claim(self) -> list[str]:
         """A new study: its folder, for this driver alone, with the first record. A resumed one:
         the copy a killed driver left half done, finished before Tune reads the study back.
         Returns the notes to print."""
         if self.resumed:
-            return finish_interrupted_copy(self.cfg)
+            rep = plan_repair(self.cfg)
+            tune_state(self.cfg, rep.staging, set(rep.files))   # damaged Tune state: one line, before Ray
+            apply_repair(self.cfg, rep)
+            return rep.notes(done=True)
         claim(self.cfg, self.record)
         return []
 
@@ -336,6 +361,12 @@ class StudyRecord:
         """The end: each trial's outcome from the state Tune saved ({trial_id: status, config,
         last_result}), the counts, the best per variant, the status, the closing text. Returns
         the exit status: 0 finished, 1 some trial errored, 130 trials left unfinished."""
+        lost = sorted(tid for tid, t in saved.items() if t.get("lost"))
+        if lost:   # Tune counts them, but nothing of them is on disk: named, never counted
+            print(f"warning: {len(lost)} trial(s) Tune counts as ended have no folder under "
+                  f"{self.cfg.experiment_path}, so they are not counted: {', '.join(lost)}", file=out)
+            saved = {tid: t for tid, t in saved.items() if tid not in lost}
+            self._update(lost_trials=lost)
         outcome = outcomes(saved, self.cfg.max_epochs)
         unfinished = sum(o == M.RUNNING for o in outcome.values())
         interrupted = bool(unfinished) or not saved

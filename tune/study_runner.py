@@ -280,8 +280,11 @@ def saved_trials(cfg: StudyConfig) -> dict:
     Read from the saved state, not from the Trial objects after fit(): on an interrupted run Tune's
     cleanup marks the trials it stops TERMINATED, while the state saved just before keeps them
     RUNNING / PENDING (what --resume continues). An errored trial's error: the text Tune saved."""
+    local = not is_uri(cfg.experiment_path)
     return {t.trial_id: {"status": t.status, "config": dict(t.config), "last_result": dict(t.last_result or {}),
-                         "error": t.get_error() if t.status == "ERROR" else None}
+                         "error": t.get_error() if t.status == "ERROR" else None,
+                         # Tune counts it, but its folder is gone (deleted, or lost in a killed copy)
+                         "lost": local and not os.path.isdir(t.path)}
             for t in tune.ExperimentAnalysis(cfg.experiment_path).trials}
 
 

@@ -85,8 +85,8 @@ def count_trials(grids: list, alpha: float = 1.0) -> int:
     boxes = {}   # grid index -> {variant: [set of values per axis]}
     for i, g in enumerate(grids):
         boxes[i] = {v: [set(a) for a in _axes(g, VARIANTS[v], alpha)] for v in dict.fromkeys(g.variants)}
-    if len(grids) > 12:   # inclusion-exclusion is 2^n: past a dozen grids, count the sum (an upper bound)
-        return sum(math.prod(len(a) for a in axes) for b in boxes.values() for axes in b.values())
+    if len(grids) > 12:   # inclusion-exclusion is 2^n: past a dozen grids, count the distinct points
+        return _count_points(boxes)
     total = 0
     for r in range(1, len(grids) + 1):
         for subset in itertools.combinations(range(len(grids)), r):
@@ -95,6 +95,22 @@ def count_trials(grids: list, alpha: float = 1.0) -> int:
                     for v in common)
             total += n if r % 2 else -n
     return total
+
+
+ENUMERATE_LIMIT = 2_000_000   # points a count by enumeration visits at most
+
+
+def _count_points(boxes: dict) -> int:
+    """The distinct points of many boxes, by enumerating them (sets of value tuples); past
+    ENUMERATE_LIMIT points the sum of the boxes' sizes (an upper bound: such a study is refused anyway)."""
+    sizes = [math.prod(len(a) for a in axes) for b in boxes.values() for axes in b.values()]
+    if sum(sizes) > ENUMERATE_LIMIT:
+        return sum(sizes)
+    seen = set()
+    for b in boxes.values():
+        for v, axes in b.items():
+            seen.update((v, *p) for p in itertools.product(*(sorted(a, key=repr) for a in axes)))
+    return len(seen)
 
 
 def grid_trials(grids: list, fixed: dict, extra: Optional[dict] = None, data_seed_from_seed: bool = False) -> list[dict]:
