@@ -3,10 +3,14 @@ sets the study's seeds, is validated in one line before Ray, survives --print-co
 and is what study.json records for analysis.tuned.Protocol. No Ray is started here."""
 from __future__ import annotations
 
+import json
+import pickle
+
 import pytest
 import yaml
 
 from analysis.tune_files import read_study_json
+from plvae.study_files import TUNER_FILE
 from analysis.tuned import Protocol
 from tune.cli import config_from_args, load_preset
 from tune.plan import describe
@@ -82,7 +86,9 @@ def test_it_round_trips_through_print_config_and_is_kept_on_resume(tmp_path, cap
     rec = new_record(cfg)
     rec["heartbeat"] = "2020-01-01T00:00:00+00:00"   # an interrupted driver's record
     claim(cfg, rec)
-    (tmp_path / "s" / "tuner.pkl").write_bytes(b"state")
+    (tmp_path / "s" / TUNER_FILE).write_bytes(pickle.dumps({"stands for": "Tune's Tuner"}))   # intact Tune state
+    (tmp_path / "s" / "experiment_state-2020-01-01_00-00-00.json").write_text(
+        json.dumps({"trial_data": [], "runner_data": {}}))
     rec = read_record(str(tmp_path / "s"))
     assert rec["study_config"]["tuning"] == TUNING
     # what load_study puts in meta (tests/test_tuned_pilot.py loads a whole study)
