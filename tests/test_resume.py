@@ -151,6 +151,28 @@ def test_address_where_nothing_listens_fails_fast_without_ray(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+def test_address_where_a_web_server_answers_is_one_line_without_ray(tmp_path):
+    """The likely mistake: the dashboard's URL given as --address. Ray would retry its GCS client for
+    minutes behind C++ log lines; the study says it in one line, before Ray starts."""
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        code = ("import sys; from tune.run_study import main; "
+                f"rc = main(['--address', {address!r}, '--storage-path', {str(tmp_path)!r}, '--study-name', 'a']); "
+                "print(rc, 'ray' in sys.modules)")
+        p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    assert p.stdout.split() == ["2", "False"], p.stdout + p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: address={address!r} is invalid: a web server answers"), err
+    assert not (tmp_path / "a").exists()
+
+
 # ---------------------------------------------------------------------------- grid size and bad input
 def test_a_huge_grid_is_counted_in_linear_time_and_refused_over_the_cap(capsys, tmp_path):
     t = time.time()

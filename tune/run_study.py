@@ -49,19 +49,41 @@ PROCESS_ENV = {
 ADDRESS_TIMEOUT_S = 10.0
 
 
+# gRPC speaks HTTP/2: a client preface and an empty SETTINGS frame. A Ray head's GCS answers with
+# frames of its own; a web server (the dashboard's port 8265 is the likely mistake) with "HTTP/1.x".
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def speaks_http2_or_tls(first: bytes) -> bool:
+    """Whether a server's first bytes can be Ray's GCS: an HTTP/2 server's preface is a SETTINGS
+    frame (type 4, the frame header's 4th byte), a TLS server (RAY_USE_TLS) answers with a record
+    of type 21 or 22; too few bytes to tell (or none) is given the benefit of the doubt."""
+    return len(first) < 4 or first[0] in (21, 22) or first[3] == 4
+
+
 def preflight_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
-    """HOST:PORT must accept a connection within `timeout` s: Ray itself would wait for minutes."""
+    """HOST:PORT must accept a connection within `timeout` s, and must not answer as a plain web
+    server: Ray itself would wait for minutes either way, behind its own C++ log lines. Anything
+    else (HTTP/2 frames, TLS, silence) is left for Ray to judge."""
     if address == "auto":
         return   # resolved by Ray from this node's cluster; ray.init fails fast when there is none
     host, _, port = address.rpartition(":")
+    allowed = ("allowed: the HOST:PORT of a running Ray head (ray start --head prints it; not the dashboard's "
+               "port), or 'auto' on a node of a running cluster")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            conn.settimeout(2.0)
+            try:
+                conn.sendall(HTTP2_PREFACE)
+                first = conn.recv(16)
+            except OSError:
+                first = b""
     except OSError as e:
         why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
         raise StudyError(f"address={address!r} is invalid: nothing answers there within {timeout:g} s ({why}); "
-                         f"allowed: the HOST:PORT of a running Ray head (ray start --head prints it), or 'auto' "
-                         f"on a node of a running cluster") from None
+                         f"{allowed}") from None
+    if not speaks_http2_or_tls(first):
+        raise StudyError(f"address={address!r} is invalid: a web server answers there, not a Ray head; {allowed}")
 
 
 def preflight(cfg: StudyConfig) -> None:
