@@ -35,6 +35,7 @@ from tune.storage import is_uri
 from tune.study_config import StudyConfig
 from tune.study_data import load_and_measure
 from tune.study_record import StudyRecord
+from tune.tracking_check import open_local_store
 from tune.sweeps import SWEEPS, OptunaSpace
 from tune.trainable import train_trial, trial_dirname, trial_name
 
@@ -195,21 +196,6 @@ def progress_reporter(cfg: StudyConfig):
                          max_column_length=20, print_intermediate_tables=True)
 
 
-def check_tracking(cfg: StudyConfig) -> None:
-    """A local MLflow store (sqlite:///..., file:///..., a path) is opened before Ray starts, so a
-    store this MLflow refuses is one line, not a crash after the trials began; a server is not
-    contacted here (MLflow retries an unreachable one for minutes)."""
-    if not cfg.mlflow or cfg.mlflow.split(":", 1)[0] in ("http", "https", "databricks"):
-        return
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=cfg.mlflow).search_experiments(max_results=1)
-    except Exception as e:  # noqa: BLE001 - MlflowException, OSError, SQLAlchemy errors: all one line
-        raise StudyError(f"mlflow={cfg.mlflow!r} is invalid ({' '.join(str(e).split())[:160]}); allowed: a tracking "
-                         f"URI this MLflow opens, e.g. sqlite:///path/mlflow.db or http://host:5000") from None
-
-
 def tracking_callbacks(cfg: StudyConfig) -> list:
     """Ray Tune's own MLflow logger when --mlflow is set: one MLflow run per trial, in an
     experiment named after the study, with the trial's params and every reported metric."""
@@ -297,7 +283,7 @@ def run(study: StudyRecord, out=sys.stdout) -> int:
     owns_ray = not ray.is_initialized()  # a Ray already started in this process is used as it is
     try:
         with study.running():
-            check_tracking(cfg)
+            open_local_store(cfg.mlflow)   # after the claim, as a real run: a dry run writes no store
             dashboard = connect(cfg) if owns_ray else ""
             for note in check_cluster(cfg):
                 print(note, file=out)

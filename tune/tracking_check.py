@@ -59,6 +59,21 @@ def check_wandb(mode: str) -> None:
                      f"{WANDB_HOST} entry); allowed: online after `wandb login` or with WANDB_API_KEY set, or offline")
 
 
+def open_local_store(uri) -> None:
+    """A local store (sqlite:, file:) opened once by the real run before Ray starts (a dry run writes
+    no file), so a store this MLflow refuses (an unwritable file, a database of another schema) is
+    one line too; a server is not contacted beyond check_mlflow's connect."""
+    if not uri or urllib.parse.urlsplit(uri.strip()).scheme.lower() not in ("sqlite", "file"):
+        return
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - MlflowException, OSError, SQLAlchemy errors: all one line
+        raise StudyError(f"mlflow={uri!r} is invalid ({' '.join(str(e).split())[:160]}); allowed: "
+                         f"{MLFLOW_ALLOWED}") from None
+
+
 def check_tracking(cfg) -> None:
     if cfg.mlflow:
         check_mlflow(cfg.mlflow)
