@@ -6,6 +6,12 @@
       knobs: [lr]                       # the swept fields each arm tunes (default [lr])
       target_fraction: 0.75             # optional: the time-to-target target (analysis.tuned.Protocol)
       target_reach: 0.8                 # optional
+      phase: both                       # optional: tuning | evaluation | both (the default)
+
+``phase`` splits the protocol into two studies of one protocol: ``tuning`` runs the tuning seeds
+only (every arm over its whole grid), ``evaluation`` the evaluation seeds only (each arm at the
+values ``python -m analysis.tuned_plan`` derives from the tuning study's picks). The analysis loads
+the two together as one study (``analysis.tuned``); ``both`` runs every seed in one study.
 
 When a study has one, its seeds ARE the protocol's: ``seeds`` is derived from it (evaluation seeds,
 then tuning seeds) - by the source that sets ``tuning`` (a preset or --config file without its own
@@ -23,7 +29,8 @@ from plvae.config import is_finite_number, is_int
 from tune.errors import StudyError, bad
 from tune.sweeps import SWEEPS
 
-TUNING_KEYS = ("tuning_seeds", "evaluation_seeds", "knobs", "target_fraction", "target_reach")
+TUNING_KEYS = ("tuning_seeds", "evaluation_seeds", "knobs", "target_fraction", "target_reach", "phase")
+PHASES = ("both", "tuning", "evaluation")
 DEFAULT_KNOBS = ("lr",)
 # What an arm may tune: a swept field that is neither a replicate (seed) nor the arm itself (variant).
 KNOB_FIELDS = tuple(f for f in SWEEPS if f not in ("seed", "variant"))
@@ -31,8 +38,10 @@ DEFAULT_SEEDS = [0]   # StudyConfig.seeds' default: left as it is, it is replace
 
 
 def protocol_seeds(tuning: dict) -> list:
-    """The study's seeds under a protocol: evaluation seeds, then tuning seeds."""
-    return list(dict.fromkeys([*tuning["evaluation_seeds"], *tuning["tuning_seeds"]]))
+    """The study's seeds under a protocol: evaluation seeds, then tuning seeds (one phase: its own)."""
+    phase = tuning.get("phase", "both")
+    return list(dict.fromkeys([*(tuning["evaluation_seeds"] if phase != "tuning" else []),
+                               *(tuning["tuning_seeds"] if phase != "evaluation" else [])]))
 
 
 def protocol_seeds_or(tuning, seeds):
@@ -69,6 +78,8 @@ def validate_tuning(tuning: Optional[dict], seeds, grids) -> None:
     if shared:
         raise bad("tuning.evaluation_seeds", tuning["evaluation_seeds"],
                   f"seeds disjoint from tuning_seeds (shared: {shared}): a tuning seed is never reported")
+    if tuning.get("phase", "both") not in PHASES:
+        raise bad("tuning.phase", tuning["phase"], "one of " + ", ".join(PHASES))
     knobs = tuning.get("knobs", list(DEFAULT_KNOBS))
     if not isinstance(knobs, list) or not knobs or any(k not in KNOB_FIELDS for k in knobs) \
             or len(set(knobs)) != len(knobs):
@@ -77,7 +88,7 @@ def validate_tuning(tuning: Optional[dict], seeds, grids) -> None:
         if key in tuning and not (is_finite_number(tuning[key]) and 0 < tuning[key] <= 1):
             raise bad(f"tuning.{key}", tuning[key], "a number in (0, 1]")
     if isinstance(seeds, list) and set(seeds) != set(protocol_seeds(tuning)):
-        raise bad("seeds", seeds, f"the tuning section's seeds {protocol_seeds(tuning)} (evaluation + tuning; "
+        raise bad("seeds", seeds, f"the tuning section's seeds {protocol_seeds(tuning)} (its phase's; "
                                   f"leave seeds out)")
     for i, g in enumerate(grids if isinstance(grids, list) else []):
         if isinstance(g, dict) and "seeds" in g:
@@ -95,7 +106,7 @@ def fill_in_tuning(tuning, seeds):
     tuning.setdefault("knobs", list(DEFAULT_KNOBS))
     try:
         derived = protocol_seeds(tuning)
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         return tuning, seeds
     try:
         same = isinstance(seeds, list) and set(seeds) == set(derived)
@@ -108,8 +119,9 @@ def fill_in_tuning(tuning, seeds):
 
 def check_knobs_swept(tuning: Optional[dict], knob_values) -> None:
     """Each knob must take at least two values somewhere in the study, else nothing is tuned.
-    ``knob_values``: {field: set of values over every grid}."""
-    if not isinstance(tuning, dict):
+    ``knob_values``: {field: set of values over every grid}. An evaluation phase runs each arm at
+    its pick (and above), so it may hold one value."""
+    if not isinstance(tuning, dict) or tuning.get("phase") == "evaluation":
         return
     for k in tuning.get("knobs", DEFAULT_KNOBS):
         if len(knob_values.get(k, ())) < 2:
