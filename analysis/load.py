@@ -31,6 +31,7 @@ from plvae import study_files as SF
 from plvae.config import TrialConfig
 
 from analysis.columns import LOSS_METRICS, STUDY, best, final, initial, num
+from analysis.phases import phase_labels
 from analysis.trial_fields import swept_params, trial_config, typed
 from analysis.tune_files import (DONE, HOSTNAME, ITERATION, NODE_IP, STUDY_FILE, TIME_TOTAL, TRIAL_ID,
                                  error_message, history_rows, last_checkpoint, read_error_text, read_params,
@@ -306,15 +307,16 @@ def load_studies(paths, warn: bool = True) -> Study:
         if root in roots[:i]:
             raise ValueError(f"{root} is given twice; allowed: each study once")
     names = _unique_names(studies)
+    labels, protocol = phase_labels([s.meta for s in studies], names)
     ids = [set(s.trials[TRIAL_ID]) for s in studies]
     shared = set().union(*[a & b for i, a in enumerate(ids) for b in ids[i + 1:]])
     trials, history, skipped = [], [], []
-    for s, name in zip(studies, names):
+    for s, name, label in zip(studies, names, labels):
         t, h = s.trials.copy(), s.history.copy()
         if shared:
             t[TRIAL_ID] = f"{name}:" + t[TRIAL_ID].astype(str)
             h[TRIAL_ID] = f"{name}:" + h[TRIAL_ID].astype(str)
-        t.insert(1, STUDY, name)
+        t.insert(1, STUDY, label)
         trials.append(t)
         history.append(h.drop(columns=[c for c in s.swept if c in h.columns]))
         skipped += [f"{name}: {x}" for x in s.skipped]
@@ -326,7 +328,10 @@ def load_studies(paths, warn: bool = True) -> Study:
     trials = trials[lead + [c for c in trials.columns if c not in lead]]
     trials, history = _frame(trials, pd.concat(history, ignore_index=True), swept)
     meta = _merged_meta([s.meta for s in studies], names, roots)
+    if protocol is not None:
+        meta["tuning"] = protocol
     return Study(trials=trials, history=history, path=None, meta=meta, skipped=tuple(skipped))
+
 
 
 def _unique_names(studies: list) -> list:

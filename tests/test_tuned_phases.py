@@ -1,0 +1,128 @@
+"""A tuning protocol run as two studies (issue 18; tune/tuning.py's ``phase``, analysis.tuned_plan,
+analysis.phases): the tuning study runs the tuning seeds over every arm's grid, the evaluation study
+the evaluation seeds at each arm's pick and above, and the analysis reads the two as one study.
+The studies here are Tune's folder layout written by hand (test_analysis.write_trial) with known
+curves, so the picks and the answer are known."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from analysis.load import load_studies
+from analysis.phases import phase_labels
+from analysis.tuned import Protocol, tuned
+from analysis.tuned_plan import evaluation_config, main as plan_main
+from plvae.config import TrialConfig
+from test_analysis import write_trial   # Ray Tune's trial folder layout, written by hand
+from tune.cli import config_from_args
+from tune.errors import StudyError
+
+TUNING_SEEDS, EVALUATION_SEEDS = [100, 101, 102], list(range(10))
+PROTOCOL = {"tuning_seeds": TUNING_SEEDS, "evaluation_seeds": EVALUATION_SEEDS, "knobs": ["lr"]}
+LRS = [1e-3, 1e-2, 1e-1]
+EPOCHS = 12
+TRIAL = dict(dataset="powerlaw_gaussian", image_size=8, channels=1, n_train=256, n_val=64, batch_size=64,
+             max_epochs=EPOCHS, latent_dim=8)
+# variant -> lr -> (floor, speed) or "diverge": vae is best at 1e-2 and diverges at 1e-1;
+# powerlaw_clamp is best (and fast) at 1e-1.
+BEHAVIOUR = {"vae": {1e-3: (1.0, 0.1), 1e-2: (1.0, 0.4), 1e-1: "diverge"},
+             "powerlaw_clamp": {1e-3: (1.0, 0.1), 1e-2: (1.0, 0.4), 1e-1: (0.9, 1.2)}}
+
+
+def _curve(floor, speed, seed):
+    noise = 1 + 0.01 * np.random.default_rng(seed).standard_normal()
+    return [floor * noise + math.exp(-speed * e) for e in range(EPOCHS + 1)]
+
+
+def write_study(root, name, phase, arms):
+    """A finished study folder: ``arms`` = [(variant, lr, seeds)]; study.json records the protocol."""
+    d = root / name
+    d.mkdir(parents=True)
+    n = 0
+    for variant, lr, seeds in arms:
+        for seed in seeds:
+            b = BEHAVIOUR[variant][lr]
+            cfg = TrialConfig(**TRIAL, variant=variant, gamma=0.5 if variant != "vae" else 0.0, lr=lr, seed=seed,
+                              data_seed=seed)
+            curve = _curve(1.0, 0.4, seed) if b == "diverge" else _curve(*b, seed=hash((variant, lr, seed)) % 2**32)
+            write_trial(d, f"{name[:3]}{n:05d}", cfg, curve, diverge_at=3 if b == "diverge" else None)
+            n += 1
+    trial = {k: v for k, v in TRIAL.items() if k != "latent_dim"}
+    config = {"tuning": {**PROTOCOL, "phase": phase}, "trial": trial, "latent_dims": [TRIAL["latent_dim"]], "lrs": LRS, "data_seed_from_seed": True,
+              "metric": "val_loss", "scheduler": "fifo"}
+    (d / "study.json").write_text(json.dumps({"study_name": name, "status": "finished", "metric": "val_loss",
+                                              "max_epochs": EPOCHS, "study_config": config}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def tuning_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phases")
+    return write_study(root, "tun", "tuning", [(v, lr, TUNING_SEEDS) for v in BEHAVIOUR for lr in LRS])
+
+
+@pytest.fixture(scope="module")
+def plan(tuning_dir):
+    return evaluation_config(tuning_dir)
+
+
+def test_a_phase_runs_its_own_seeds_and_a_bad_phase_is_one_line(tmp_path):
+    def cfg(phase):
+        f = tmp_path / f"{phase}.yaml"
+        f.write_text(yaml.safe_dump({"tuning": {**PROTOCOL, "phase": phase}}))
+        return config_from_args(["--variants", "vae", "--lrs", "1e-3,1e-2", "--config", str(f)])[0]
+    assert cfg("tuning").seeds == TUNING_SEEDS
+    assert cfg("evaluation").seeds == EVALUATION_SEEDS
+    assert cfg("both").seeds == EVALUATION_SEEDS + TUNING_SEEDS
+    with pytest.raises(StudyError, match=r"^tuning.phase='tune' is invalid; allowed: one of both, tuning, evaluation$"):
+        cfg("tune")
+
+
+def test_the_evaluation_plan_runs_each_arm_at_its_pick_and_above(plan):
+    cfg, notes = plan
+    assert cfg["tuning"]["phase"] == "evaluation" and cfg["tuning"]["evaluation_seeds"] == EVALUATION_SEEDS
+    lrs = {g["variants"][0]: g["lrs"] for g in cfg["grids"]}
+    assert lrs == {"vae": [1e-2, 1e-1], "powerlaw_clamp": [1e-1]}   # picks 1e-2 and 1e-1, and above
+    assert any("pick lr=0.01" in n for n in notes)
+    assert cfg["trial"]["dataset"] == "powerlaw_gaussian" and cfg["latent_dims"] == [8]
+
+
+def test_the_plan_is_a_config_the_study_driver_accepts(plan, tmp_path):
+    f = tmp_path / "evaluation.yaml"
+    assert plan_main([str(tmp_path / "nope")]) == 2   # not a study: exit 2, no traceback
+    f.write_text(yaml.safe_dump(plan[0]))
+    cfg = config_from_args(["--config", str(f)])[0]
+    trials = cfg.trial_dicts()
+    assert {t["seed"] for t in trials} == set(EVALUATION_SEEDS)
+    assert sorted({(t["variant"], t["lr"]) for t in trials}) == [("powerlaw_clamp", 0.1), ("vae", 0.01), ("vae", 0.1)]
+    assert len(trials) == 3 * len(EVALUATION_SEEDS)
+
+
+def test_the_two_phases_are_one_study_to_the_analysis(tuning_dir, plan):
+    root = tuning_dir.parent
+    evaluation = write_study(root, "eva", "evaluation",
+                             [(g["variants"][0], lr, EVALUATION_SEEDS) for g in plan[0]["grids"] for lr in g["lrs"]])
+    s = load_studies([tuning_dir, evaluation])
+    assert s.trials["study"].nunique() == 1 and Protocol.from_meta(s.meta).evaluation_seeds == tuple(EVALUATION_SEEDS)
+    r = tuned(s)
+    c = r.comparison.set_index("arm").iloc[0]
+    assert c["baseline_pick_lr"] == 1e-2 and c["pick_lr"] == 1e-1 and c["n_pairs"] == 10
+    assert {int(x) for x in c["seeds"].split()} == set(EVALUATION_SEEDS)   # never a tuning seed
+    assert c["time_direction"] == 1 and c["p_time"] < 0.01                  # the clamp is faster, as built
+    stable = r.stable.set_index("arm")
+    assert stable.loc["vae", "stable_max_lr"] == 1e-2 and stable.loc["vae", "runs_at_stable_max"] == 13
+
+
+def test_studies_of_different_protocols_stay_apart():
+    metas = [{"study_config": {"tuning": {**PROTOCOL, "phase": "tuning"}}},
+             {"study_config": {"tuning": {**PROTOCOL, "evaluation_seeds": [0, 1], "phase": "evaluation"}}},
+             {"study_config": {"tuning": {**PROTOCOL, "phase": "tuning"}}}]
+    labels, shared = phase_labels(metas, ["a", "b", "c"])
+    assert labels == ["a", "b", "c"] and shared is None   # two tuning phases are not a pair either
+    labels, shared = phase_labels(metas[:1] + [{"study_config": {"tuning": {**PROTOCOL, "phase": "evaluation"}}}],
+                                  ["a", "b"])
+    assert labels == ["a + b", "a + b"] and shared["phase"] == "both"
