@@ -33,7 +33,11 @@ seed, Holm over the preset's primary family) into:
   val_loss for powerlaw and powerlaw_clamp, against the measured alpha / 2;
 - ``alpha.csv``: the natural_patches exponent with a bootstrap CI over patch draws, its
   sensitivity to the fit range and to which photos are measured (computed from the data);
-- figures: the rate-distortion plane and gamma against final val_loss, per study.
+- figures: the rate-distortion plane and gamma against final val_loss, per study;
+- the tuned-against-tuned evidence (issue 18; benchmarks/tuned_evidence.py): from the studies under
+  --tuned-root, ``tuned_trials.csv`` (tuning and evaluation seeds marked) and ``tuned_studies.json``;
+  from them, ``tuned_picks.csv``, ``tuned_comparison.csv``, ``stable_lr.csv``, ``lr_sensitivity.csv``
+  and each study's ``<study>_lr_sensitivity.png``.
 """
 from __future__ import annotations
 
@@ -55,12 +59,13 @@ from analysis.load import best, final
 from analysis.report import csv_tables
 from analysis.stats import bootstrap_ci, median_inf, paired_differences, wilcoxon_paired
 from evidence_family import HEADLINE_FAMILY, family_markdown, one_family
+from tuned_evidence import read_tuned, summarise_tuned, write_tuned
 from plvae import metrics as M
 from plvae.priors import PRIOR_FIELDS, matched_gamma, prior_scale
 
 CURVES = (M.VAL_LOSS, M.VAL_RECON_MU, M.VAL_RATE, "time_total_s", M.TRAIN_TIME_S)
 PARAMS = ("variant", *PRIOR_FIELDS, "latent_dim", "lr", "kl_coeff", "seed", "dataset", "data_alpha", "image_size",
-          "max_epochs", "data_seed")
+          "max_epochs", "data_seed", "warmup_steps", "grad_clip_norm", "channels", "n_train", "batch_size")
 TRIALS_CSV, STUDIES_JSON = "trials.csv", "studies.json"
 N_RESAMPLES = 2000
 
@@ -89,22 +94,26 @@ def export_trials(root: str) -> tuple[pd.DataFrame, dict]:
         to_target = c.per_trial.set_index("trial_id")[EPOCHS_TO_TARGET]
         hist = {tid: h.sort_values("training_iteration") for tid, h in study.history.groupby("trial_id")}
         for t in study.trials.to_dict("records"):
-            h = hist.get(t["trial_id"])
-            row = {"study": name, "trial_id": t["trial_id"], "status": t["status"],
-                   **{p: t.get(p) for p in PARAMS}, "epochs": t["epochs"], "diverged": bool(t["diverged"]),
-                   "diverged_epoch": t["diverged_epoch"],
-                   "final_val_loss": t.get(final(M.VAL_LOSS)),
-                   "best_val_loss": t.get(best(M.VAL_LOSS)),
-                   "final_val_recon_mu": t.get(final(M.VAL_RECON_MU)),
-                   "final_val_rate": t.get(final(M.VAL_RATE)),
-                   "epochs_to_target": to_target.get(t["trial_id"], math.nan),
-                   _col(M.VAL_LOSS, 0): t.get(M.INITIAL_VAL_LOSS)}
-            if h is not None:
-                for r in h.to_dict("records"):
-                    for m in CURVES:
-                        row[_col(m, int(r["training_iteration"]))] = r.get(m)
-            rows.append(row)
+            rows.append(trial_row(name, t, hist.get(t["trial_id"]), to_target.get(t["trial_id"], math.nan)))
     return pd.DataFrame(rows), meta
+
+
+def trial_row(name: str, t: dict, h, to_target: float = math.nan) -> dict:
+    """One trial as one row: its study, parameters, outcome, and its curves per epoch (``metric@epoch``)."""
+    row = {"study": name, "trial_id": t["trial_id"], "status": t["status"],
+           **{p: t.get(p) for p in PARAMS}, "epochs": t["epochs"], "diverged": bool(t["diverged"]),
+           "diverged_epoch": t["diverged_epoch"],
+           "final_val_loss": t.get(final(M.VAL_LOSS)),
+           "best_val_loss": t.get(best(M.VAL_LOSS)),
+           "final_val_recon_mu": t.get(final(M.VAL_RECON_MU)),
+           "final_val_rate": t.get(final(M.VAL_RATE)),
+           "epochs_to_target": to_target,
+           _col(M.VAL_LOSS, 0): t.get(M.INITIAL_VAL_LOSS)}
+    if h is not None:
+        for r in h.to_dict("records"):
+            for m in CURVES:
+                row[_col(m, int(r["training_iteration"]))] = r.get(m)
+    return row
 
 
 # ------------------------------------------------------------------------------ step 2: rebuild
@@ -354,6 +363,8 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default="results/evidence", help="the study folders (step 1)")
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--from-csv", action="store_true", help=f"skip step 1: use OUT/{TRIALS_CSV} and OUT/{STUDIES_JSON}")
+    ap.add_argument("--tuned-root", default="results/tuned",
+                    help="the tuned-against-tuned study folders (issue 18; step 1, where it holds any)")
     ap.add_argument("--no-alpha", action="store_true", help="skip alpha.csv (it loads the photos)")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -367,8 +378,12 @@ def main(argv=None) -> int:
         with open(meta_path, "w") as f:
             json.dump(meta, f, indent=1, default=float)
         print(f"{TRIALS_CSV}: {len(trials)} trials from {len(meta)} studies")
+        write_tuned(args.tuned_root, args.out, trial_row)
     trials, meta = read_inputs(csv_path, meta_path)
     summarise(trials, meta, args.out, alpha=not args.no_alpha)
+    tuned_inputs = read_tuned(args.out)
+    if tuned_inputs is not None:
+        summarise_tuned(*tuned_inputs, args.out, rebuild, _save)
     return 0
 
 

@@ -126,3 +126,39 @@ def test_studies_of_different_protocols_stay_apart():
     labels, shared = phase_labels(metas[:1] + [{"study_config": {"tuning": {**PROTOCOL, "phase": "evaluation"}}}],
                                   ["a", "b"])
     assert labels == ["a + b", "a + b"] and shared["phase"] == "both"
+
+
+def test_the_committed_csv_recomputes_the_tuned_tables(tuning_dir, plan, tmp_path):
+    """evidence_summary's two steps for the tuned studies: the folders to tuned_trials.csv (tuning and
+    evaluation seeds marked), then every table from that CSV alone - the same picks, comparison and
+    stable range as the analysis of the folders themselves; a role flipped in the CSV is refused."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import evidence_summary as ev
+    import tuned_evidence as te
+
+    root = tuning_dir.parent
+    if not (root / "eva").exists():
+        write_study(root, "eva", "evaluation",
+                    [(g["variants"][0], lr, EVALUATION_SEEDS) for g in plan[0]["grids"] for lr in g["lrs"]])
+    out = tmp_path / "out"
+    out.mkdir()
+    te.write_tuned(str(root), str(out), ev.trial_row)
+    csv = (out / te.TUNED_CSV)
+    trials = __import__("pandas").read_csv(csv)
+    assert set(trials.loc[trials["role"] == "tuning", "seed"]) == set(TUNING_SEEDS)
+    assert set(trials.loc[trials["role"] == "evaluation", "seed"]) == set(EVALUATION_SEEDS)
+    tables = te.summarise_tuned(*te.read_tuned(str(out)), str(out), ev.rebuild, ev._save)
+    direct = tuned(load_studies([root / "tun", root / "eva"]))
+    got = tables["tuned_comparison.csv"].iloc[0]
+    want = direct.comparison.iloc[0]
+    for col in ("pick_lr", "baseline_pick_lr", "n_pairs", "p_time", "speedup", "final_ratio", "p_final"):
+        assert got[col] == pytest.approx(want[col], rel=1e-6), col
+    assert (out / f"{got['study']}_lr_sensitivity.png").stat().st_size > 10_000
+    assert tables["stable_lr.csv"].set_index("arm").loc["vae", "stable_max_lr"] == 1e-2
+    flipped = trials.copy()
+    flipped.loc[flipped.index[0], "role"] = "evaluation" if flipped.loc[flipped.index[0], "role"] == "tuning" \
+        else "tuning"
+    with pytest.raises(SystemExit, match="role"):
+        te.summarise_tuned(flipped, te.read_tuned(str(out))[1], str(out), ev.rebuild, ev._save)
