@@ -31,7 +31,8 @@ def config_file(tmp_path, **extra):
 def test_the_tuned_presets_declare_their_protocol(name):
     cfg = load_preset(name).fill_in().validate()
     assert cfg.tuning["tuning_seeds"] == [100, 101, 102] and cfg.tuning["evaluation_seeds"] == list(range(10))
-    assert cfg.seeds == list(range(10)) + [100, 101, 102]   # derived: evaluation, then tuning seeds
+    assert cfg.tuning["phase"] == "tuning"
+    assert cfg.seeds == [100, 101, 102]   # derived: the tuning phase runs the tuning seeds (then analysis.tuned_plan)
     assert cfg.data_seed_from_seed is True
     assert {t["seed"] for t in cfg.trial_dicts()} == set(cfg.seeds)
     p = Protocol.from_meta(new_record(cfg))    # what study.json records

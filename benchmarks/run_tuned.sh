@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The tuned-against-tuned studies behind README's first Results paragraph (issue 18), each in two
+# phases of one protocol (tune/tuning.py's phase; docs/results/tuned_protocol.md): the tuning seeds
+# over every arm's whole lr grid, then the evaluation seeds at each arm's pick and above
+# (python -m analysis.tuned_plan). Run from the repository root with the project's venv (make setup),
+# the machine otherwise quiet. Then: python benchmarks/evidence_summary.py --tuned-root "$OUT".
+#   bash benchmarks/run_tuned.sh [real64] [synthetic_a1] [real16] [synthetic_a2] [colour64]
+#   (default: real64 synthetic_a1, the two run for README; ~75 and ~50 minutes on 2 cores)
+# A phase whose study already finished is skipped, so a stopped run picks up where it was.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-results/tuned}
+export RAY_USAGE_STATS_ENABLED=0
+what=("$@"); [ ${#what[@]} -gt 0 ] || what=(real64 synthetic_a1)
+
+finished() { [ -f "$OUT/$1/study.json" ] && grep -q '"status": "finished"' "$OUT/$1/study.json"; }
+
+two_phases() {   # name preset [run_study options...]
+  local name=$1 preset=$2; shift 2
+  finished "${name}_tuning" || $PY tune/run_study.py --preset "$preset" "$@" --storage-path "$OUT" \
+    --study-name "${name}_tuning" --no-dashboard --verbose 0
+  $PY -m analysis.tuned_plan "$OUT/${name}_tuning" --out "$OUT/${name}_evaluation.yaml"
+  finished "${name}_evaluation" || $PY tune/run_study.py --preset "$preset" --config "$OUT/${name}_evaluation.yaml" \
+    "$@" --storage-path "$OUT" --study-name "${name}_evaluation" --no-dashboard --verbose 0
+  $PY -m analysis "$OUT/${name}_tuning" "$OUT/${name}_evaluation"
+}
+
+for w in "${what[@]}"; do
+  case "$w" in
+    real64) two_phases tuned_real64 tuned_real ;;
+    real16) two_phases tuned_real16 tuned_real --latent-dims 16 ;;
+    colour64) two_phases tuned_colour64 tuned_real --image-size 32 --channels 3 ;;
+    synthetic_a1) two_phases tuned_synthetic_a1 tuned_synthetic --data-alpha 1 ;;
+    synthetic_a2) two_phases tuned_synthetic_a2 tuned_synthetic --data-alpha 2 ;;
+    *) echo "unknown part: $w (allowed: real64, real16, colour64, synthetic_a1, synthetic_a2)" >&2; exit 2 ;;
+  esac
+done
