@@ -65,10 +65,13 @@ def _arm_grid(p: dict, knob: str, values: list) -> dict:
 
 def evaluation_config(study_dir) -> tuple[dict, list]:
     """(the evaluation study's configuration, notes) from a finished tuning study."""
-    study = load_study(study_dir)
+    study = load_study(study_dir, warn=False)
     protocol = Protocol.from_meta(study.meta)
     cfg = dict((study.meta.get("study_config") or {}))
     tuning = dict(cfg.get("tuning") or {})
+    if study.status != "finished":
+        raise ValueError(f"study {study.name!r} has status {study.status!r}; allowed: a finished tuning study "
+                         f"(a pick from part of the grid would not be the arm's pick)")
     if protocol is None or tuning.get("phase") != "tuning":
         raise ValueError(f"study {study.name!r} has tuning.phase={tuning.get('phase')!r}; allowed: a study run "
                          f"with tuning.phase: tuning")

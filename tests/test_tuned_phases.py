@@ -38,7 +38,7 @@ def _curve(floor, speed, seed):
     return [floor * noise + math.exp(-speed * e) for e in range(EPOCHS + 1)]
 
 
-def write_study(root, name, phase, arms):
+def write_study(root, name, phase, arms, status="finished"):
     """A finished study folder: ``arms`` = [(variant, lr, seeds)]; study.json records the protocol."""
     d = root / name
     d.mkdir(parents=True)
@@ -54,7 +54,7 @@ def write_study(root, name, phase, arms):
     trial = {k: v for k, v in TRIAL.items() if k != "latent_dim"}
     config = {"tuning": {**PROTOCOL, "phase": phase}, "trial": trial, "latent_dims": [TRIAL["latent_dim"]], "lrs": LRS, "data_seed_from_seed": True,
               "metric": "val_loss", "scheduler": "fifo"}
-    (d / "study.json").write_text(json.dumps({"study_name": name, "status": "finished", "metric": "val_loss",
+    (d / "study.json").write_text(json.dumps({"study_name": name, "status": status, "metric": "val_loss",
                                               "max_epochs": EPOCHS, "study_config": config}))
     return d
 
@@ -94,6 +94,9 @@ def test_the_evaluation_plan_runs_each_arm_at_its_pick_and_above(plan):
 def test_the_plan_is_a_config_the_study_driver_accepts(plan, tmp_path):
     f = tmp_path / "evaluation.yaml"
     assert plan_main([str(tmp_path / "nope")]) == 2   # not a study: exit 2, no traceback
+    running = write_study(tmp_path, "run", "tuning", [("vae", lr, TUNING_SEEDS) for lr in LRS], status="running")
+    with pytest.raises(ValueError, match="status 'running'"):
+        evaluation_config(running)
     f.write_text(yaml.safe_dump(plan[0]))
     cfg = config_from_args(["--config", str(f)])[0]
     trials = cfg.trial_dicts()
