@@ -63,8 +63,11 @@ def _arm_grid(p: dict, knob: str, values: list) -> dict:
     return grid
 
 
-def evaluation_config(study_dir) -> tuple[dict, list]:
-    """(the evaluation study's configuration, notes) from a finished tuning study."""
+def evaluation_config(study_dir, above=None) -> tuple[dict, list]:
+    """(the evaluation study's configuration, notes) from a finished tuning study. ``above``: how
+    many grid values above the pick get the evaluation seeds too (None: all of them; 0: the pick
+    only - the stable range above it then rests on the tuning seeds, which stable_lr.csv's run
+    counts show)."""
     study = load_study(study_dir, warn=False)
     protocol = Protocol.from_meta(study.meta)
     cfg = dict((study.meta.get("study_config") or {}))
@@ -88,6 +91,7 @@ def evaluation_config(study_dir) -> tuple[dict, list]:
             notes.append(f"{p['arm']}: every {knob} diverged on the tuning seeds; not evaluated")
             continue
         values = [v for v in grid_values if v >= float(best) * (1 - 1e-9)]
+        values = values if above is None else values[:1 + above]
         grids.append(_arm_grid(p, knob, values))
         notes.append(f"{p['arm']}: pick {knob}={best:g} (tuning median {p['tuning_median']:.5g} over "
                      f"{p['tuning_runs']} runs); evaluated at {values}")
@@ -103,9 +107,13 @@ def main(argv=None) -> int:
                                  description="The evaluation phase's study config from a finished tuning study.")
     ap.add_argument("study", help="the tuning study's folder (tuning.phase: tuning)")
     ap.add_argument("--out", default=None, help="write the YAML here (default: stdout)")
+    ap.add_argument("--above", type=int, default=None,
+                    help="grid values above each pick that get the evaluation seeds (default: all; 0: the pick only)")
     args = ap.parse_args(argv)
     try:
-        cfg, notes = evaluation_config(Path(args.study))
+        if args.above is not None and args.above < 0:
+            raise ValueError(f"--above={args.above} is invalid; allowed: an integer >= 0")
+        cfg, notes = evaluation_config(Path(args.study), above=args.above)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

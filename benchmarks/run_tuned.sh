@@ -7,6 +7,9 @@
 #   bash benchmarks/run_tuned.sh [real64] [synthetic_a1] [real16] [synthetic_a2] [colour64]
 #   (default: real64 synthetic_a1, the two run for README; ~75 and ~50 minutes on 2 cores)
 # A phase whose study already finished is skipped, so a stopped run picks up where it was.
+# ABOVE=N: the evaluation seeds run at each pick and the N grid values above it (default: all).
+# synthetic_a1 runs with ABOVE=1 (ABOVE_SYNTHETIC) to fit the session it was run in: its stable
+# range further up rests on the tuning seeds, which stable_lr.csv's run counts show.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -20,7 +23,7 @@ two_phases() {   # name preset [run_study options...]
   local name=$1 preset=$2; shift 2
   finished "${name}_tuning" || $PY tune/run_study.py --preset "$preset" "$@" --storage-path "$OUT" \
     --study-name "${name}_tuning" --no-dashboard --verbose 0
-  $PY -m analysis.tuned_plan "$OUT/${name}_tuning" --out "$OUT/${name}_evaluation.yaml"
+  $PY -m analysis.tuned_plan "$OUT/${name}_tuning" --out "$OUT/${name}_evaluation.yaml" ${ABOVE:+--above "$ABOVE"}
   finished "${name}_evaluation" || $PY tune/run_study.py --preset "$preset" --config "$OUT/${name}_evaluation.yaml" \
     "$@" --storage-path "$OUT" --study-name "${name}_evaluation" --no-dashboard --verbose 0
   $PY -m analysis "$OUT/${name}_tuning" "$OUT/${name}_evaluation"
@@ -31,7 +34,7 @@ for w in "${what[@]}"; do
     real64) two_phases tuned_real64 tuned_real ;;
     real16) two_phases tuned_real16 tuned_real --latent-dims 16 ;;
     colour64) two_phases tuned_colour64 tuned_real --image-size 32 --channels 3 ;;
-    synthetic_a1) two_phases tuned_synthetic_a1 tuned_synthetic --data-alpha 1 ;;
+    synthetic_a1) ABOVE=${ABOVE_SYNTHETIC-1} two_phases tuned_synthetic_a1 tuned_synthetic --data-alpha 1 ;;
     synthetic_a2) two_phases tuned_synthetic_a2 tuned_synthetic --data-alpha 2 ;;
     *) echo "unknown part: $w (allowed: real64, real16, colour64, synthetic_a1, synthetic_a2)" >&2; exit 2 ;;
   esac

@@ -82,12 +82,14 @@ def test_a_phase_runs_its_own_seeds_and_a_bad_phase_is_one_line(tmp_path):
         cfg("tune")
 
 
-def test_the_evaluation_plan_runs_each_arm_at_its_pick_and_above(plan):
+def test_the_evaluation_plan_runs_each_arm_at_its_pick_and_above(plan, tuning_dir):
     cfg, notes = plan
     assert cfg["tuning"]["phase"] == "evaluation" and cfg["tuning"]["evaluation_seeds"] == EVALUATION_SEEDS
     lrs = {g["variants"][0]: g["lrs"] for g in cfg["grids"]}
     assert lrs == {"vae": [1e-2, 1e-1], "powerlaw_clamp": [1e-1]}   # picks 1e-2 and 1e-1, and above
     assert any("pick lr=0.01" in n for n in notes)
+    cut, _ = evaluation_config(tuning_dir, above=0)
+    assert {g["variants"][0]: g["lrs"] for g in cut["grids"]} == {"vae": [1e-2], "powerlaw_clamp": [1e-1]}
     assert cfg["trial"]["dataset"] == "powerlaw_gaussian" and cfg["latent_dims"] == [8]
 
 
