@@ -162,6 +162,8 @@ def test_the_committed_csv_recomputes_the_tuned_tables(tuning_dir, plan, tmp_pat
         assert got[col] == pytest.approx(want[col], rel=1e-6), col
     assert (out / f"{got['study']}_lr_sensitivity.png").stat().st_size > 10_000
     assert tables["stable_lr.csv"].set_index("arm").loc["vae", "stable_max_lr"] == 1e-2
+    md = (out / "tuned.md").read_text()
+    assert "One family of 2 tests" in md and "powerlaw_clamp" in md
     flipped = trials.copy()
     flipped.loc[flipped.index[0], "role"] = "evaluation" if flipped.loc[flipped.index[0], "role"] == "tuning" \
         else "tuning"
