@@ -35,10 +35,10 @@ import pandas as pd
 from plvae import metrics as M
 from plvae.priors import BASELINE, VARIANTS
 
-from analysis.censored import (censor, finished_pairs, gehan_paired, km_median, reach_target, speedup,
-                               target_epoch)
-from analysis.load import ITERATION, TIME_TOTAL, TRIAL_ID, Study, final
+from analysis.censored import censor, finished_pairs, gehan_paired, km_median, speedup
+from analysis.load import TIME_TOTAL, Study, final
 from analysis.stats import holm, mcnemar_exact, median_ci, median_inf
+from analysis.tuned_time import clock_column, first_reach, flattening, steps_per_epoch, target_of
 
 ARM_FIELDS = ("variant", "gamma", "min_decay", "clip_dim", "decay_rate", "warmup_steps", "grad_clip_norm")
 CONTEXT_FIELDS = ("study", "dataset", "data_alpha", "image_size", "channels", "latent_dim", "kl_coeff", "net")
@@ -186,70 +186,17 @@ def _at_pick(trials: pd.DataFrame, p: dict, ctx: list, arm: list, protocol: Prot
     return runs.drop_duplicates("seed").set_index("seed")
 
 
-def _first_reach(study: Study, runs: pd.DataFrame, target: float, metric: str):
-    """(epoch, seconds) at which each run first has metric <= target; inf where it never does."""
-    h = study.history[study.history[TRIAL_ID].isin(runs[TRIAL_ID])]
-    epochs, seconds = {}, {}
-    clock = _clock(h, M.TRAIN_TIME_S, TIME_TOTAL)
-    for tid, g in h.groupby(TRIAL_ID):
-        g = g.sort_values(ITERATION)
-        hit = g[g[metric].astype(float) <= target]
-        epochs[tid] = float(hit[ITERATION].iloc[0]) if len(hit) else math.inf
-        seconds[tid] = float(hit[clock].iloc[0]) if len(hit) and clock in hit.columns else math.inf
-    return runs[TRIAL_ID].map(epochs).astype(float), runs[TRIAL_ID].map(seconds).astype(float)
-
-
-def _clock(df: pd.DataFrame, train_clock: str, tune_clock: str) -> str:
-    """Seconds from the first training step (a reused worker's warm-up left out) where every run
-    has them, else Tune's time since the trial started (studies from before train_time_s)."""
-    ok = train_clock in df.columns and np.isfinite(df[train_clock].astype(float)).all()
-    return train_clock if ok else tune_clock
-
-
-def steps_per_epoch(runs: pd.DataFrame) -> float:
-    """Optimiser steps per epoch of generated datasets (n_train / batch_size, the last batch kept);
-    nan where the training set's size is not a trial field (file datasets): times stay in epochs."""
-    if not {"n_train", "batch_size", "dataset"} <= set(runs.columns) or runs.empty:
-        return math.nan
-    if runs["dataset"].iloc[0] not in ("natural_patches", "powerlaw_gaussian"):
-        return math.nan
-    return float(math.ceil(runs["n_train"].iloc[0] / runs["batch_size"].iloc[0]))
-
-
-def target_of(study: Study, base_runs: pd.DataFrame, protocol: Protocol) -> tuple[float, int, int, str]:
-    """The target: the smallest value that ``target_reach`` (8 in 10) of the tuned baseline's
-    evaluation seeds have reached by ``target_fraction`` (3/4) of the budget - the ``target_reach``
-    quantile of each seed's best value up to that epoch (a diverged seed counts +inf). A plain median
-    at 3/4 of the budget is reached by about half the seeds once the curve has flattened and seed
-    noise dominates. Returns the target, how many baseline seeds ever reach it, of how many, a note."""
-    budget = int(base_runs["max_epochs"].max())
-    at = target_epoch(budget, protocol.target_fraction)
-    h = study.history[study.history[TRIAL_ID].isin(base_runs[TRIAL_ID]) & (study.history[ITERATION] <= at)]
-    best = h.groupby(TRIAL_ID)[protocol.metric].min().reindex(base_runs[TRIAL_ID]).astype(float)
-    best = best.where(np.isfinite(best.to_numpy()), np.inf).fillna(np.inf)
-    if base_runs["diverged"].astype(bool).any():   # a diverged seed has reached nothing
-        best[base_runs.loc[base_runs["diverged"].astype(bool), TRIAL_ID].to_numpy()] = np.inf
-    target = reach_target(best.to_numpy(), protocol.target_reach)   # the rule analysis.compare uses too
-    reached = int(np.isfinite(_first_reach(study, base_runs, target, protocol.metric)[0]).sum())
-    note = (f"target {protocol.metric} = {target:.5g}: reached by {protocol.target_reach:.0%} of the tuned "
-            f"baseline's seeds by epoch {at} of {budget} ({protocol.target_fraction:g} of the budget); "
-            f"{reached} of {len(base_runs)} reach it within the budget")
-    if not math.isfinite(target):
-        note += " (too few baseline seeds finished: time to target is not measured here)"
-    return target, reached, len(base_runs), note
-
-
 def _time_row(study: Study, a: pd.DataFrame, b: pd.DataFrame, target: float, protocol: Protocol) -> dict:
     """Time to target of one arm against the baseline, paired by seed (a and b aligned)."""
-    ea, sa = _first_reach(study, a, target, protocol.metric)
-    eb, sb = _first_reach(study, b, target, protocol.metric)
+    ea, sa = first_reach(study, a, target, protocol.metric)
+    eb, sb = first_reach(study, b, target, protocol.metric)
     budget = float(max(a["max_epochs"].max(), b["max_epochs"].max()))
     ta, ra = censor(ea, budget)
     tb, rb = censor(eb, budget)
     spe = steps_per_epoch(b)
     test, ratio = gehan_paired(ta, ra, tb, rb), speedup(ta, ra, tb, rb)
     ends = pd.concat([a, b])
-    end = _clock(ends, final(M.TRAIN_TIME_S), TIME_TOTAL)   # each run's own clock at its end
+    end = clock_column(ends, final(M.TRAIN_TIME_S), TIME_TOTAL)   # each run's own clock at its end
     csa, csb = censor(sa, a[end].astype(float)), censor(sb, b[end].astype(float))
     secs = speedup(*csa, *csb)
     scale = spe if math.isfinite(spe) else 1.0
@@ -283,6 +230,11 @@ def _context_rows(study: Study, trials: pd.DataFrame, picks: pd.DataFrame, ctx: 
     b_all = _at_pick(trials, base.iloc[0].to_dict(), ctx, arm, protocol)
     target, *_, note = target_of(study, b_all.reset_index(), protocol)
     notes.append(f"{_ctx_text(picks.iloc[0], ctx)}{note}")
+    flat = flattening(study, b_all.reset_index(), protocol.metric)
+    if flat is not None:
+        notes.append(f"{_ctx_text(picks.iloc[0], ctx)}the tuned {protocol.baseline} over its last epochs "
+                     f"{flat['from']}-{flat['to']} ({flat['runs']} finished runs, median): {protocol.metric} "
+                     f"{-flat['value']:+.1%}, best so far {-flat['best']:+.1%}")
     rows = []
     for p in picks.drop(index=base.index[:1]).to_dict("records"):
         a_all = _at_pick(trials, p, ctx, arm, protocol)

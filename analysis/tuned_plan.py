@@ -23,7 +23,6 @@ import math
 import sys
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from plvae.priors import VARIANTS

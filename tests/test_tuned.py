@@ -163,3 +163,13 @@ def test_the_report_of_a_study_with_a_protocol_has_the_tuned_section(tmp_path):
     write_report(plain, out=tmp_path / "plain", figures=False)
     assert not (tmp_path / "plain" / "tuned_picks.csv").exists()
     assert "Tuned against tuned" not in (tmp_path / "plain" / "report.md").read_text()
+
+
+def test_the_tuned_baselines_flattening_is_measured(result):
+    """The budget check of issue 18: the change of the tuned baseline's median over the last 20% of
+    the budget. Built here: floor + exp(-0.3 e) changes by exp(-4.8) - exp(-6) over epochs 16-20."""
+    note = next(n for n in result.notes if "last epochs" in n)
+    assert "16-20" in note and "10 finished runs" in note
+    want = -(math.exp(-0.3 * 16) - math.exp(-0.3 * 20)) / (1 + math.exp(-0.3 * 20))
+    got = float(note.split("val_loss ")[1].split("%")[0]) / 100
+    assert got == pytest.approx(want, abs=0.002)
