@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib.metadata
 import math
 import mimetypes
 import os
-import platform
 import re
 import shlex
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -33,11 +29,10 @@ from urllib.parse import quote
 import pandas as pd
 
 from analysis.load import Study
+from plvae.provenance import git_state, machine, package_versions
 
 HTML_FILE = "report.html"
 REPORT_MD = "report.md"
-# Distribution names, read with importlib.metadata: nothing is imported (analysis never imports Ray).
-PACKAGES = ("plvae", "torch", "pytorch-lightning", "lightning", "ray", "numpy", "pandas", "scipy", "matplotlib")
 # What a driver could record in study.json for the provenance block; shown when present.
 STUDY_ARGV_KEYS = ("argv", "command")
 MAX_CSV_ROWS = 2000
@@ -93,36 +88,6 @@ document.querySelectorAll('table').forEach(function(t){if(!t.tHead)return;
 
 
 # ---------------------------------------------------------------------------------- provenance
-def git_state(path) -> Optional[dict]:
-    """{commit, dirty} of the git checkout holding ``path``, or None (no git, not a checkout)."""
-    def git(*args):
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=20)
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return None
-        status = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def package_versions(names: Sequence[str] = PACKAGES) -> dict:
-    """Installed version of each distribution that is installed (nothing imported)."""
-    out = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def machine() -> dict:
-    return {"hostname": socket.gethostname(), "cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version()}
-
-
 def trial_hours(study: Study) -> tuple[float, int]:
     """Sum of the trials' ``time_total_s`` in hours, and how many trials reported a time."""
     t = pd.to_numeric(study.trials.get("time_total_s", pd.Series(dtype=float)), errors="coerce").dropna()

@@ -523,3 +523,15 @@ def test_finish_never_counts_a_trial_whose_folder_is_gone(tmp_path):
     assert rec["trial_outcome"] == {"a": M.COMPLETED} and rec["summary"][M.COMPLETED] == 1
     assert rec["lost_trials"] == ["b"] and "powerlaw" not in rec["best_per_variant"]
     assert "1 trial(s) Tune counts as ended have no folder" in out.getvalue() and ": b" in out.getvalue()
+
+
+def test_a_new_study_records_its_command_commit_and_versions(tmp_path):
+    """study.json carries what a result needs to be rerun: the driver's command line, the git commit
+    of the code it ran (this checkout's HEAD) and the package versions; report.html shows them."""
+    cfg, _ = config_from_args(BASE + ["--storage-path", str(tmp_path), "--study-name", "prov"])
+    rec = new_record(cfg)
+    head = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert rec["argv"] == sys.argv and rec["git"]["commit"] == head and len(head) == 40
+    assert rec["versions"]["torch"] and rec["versions"]["ray"]
+    json.dumps(rec)   # study.json is JSON

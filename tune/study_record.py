@@ -36,6 +36,7 @@ from typing import Optional
 
 from plvae import metrics as M
 from plvae import study_files as F
+from plvae.provenance import git_state, package_versions
 from plvae.study_files import STUDY_FILE, TUNER_FILE
 from tune.errors import StudyError
 from tune.reporting import STUDY_OBJECTIVE
@@ -83,7 +84,14 @@ def new_record(cfg: StudyConfig) -> dict:
             "objective": STUDY_OBJECTIVE, "scheduler": cfg.scheduler, "search": cfg.search,
             "max_epochs": cfg.max_epochs, "num_trials": cfg.count() if cfg.search == "grid" else cfg.num_samples,
             "study_config": cfg.to_dict(), "data_alpha": {}, "started": now_iso(), "finished": None,
-            "status": F.STUDY_CLAIMED, "results_path": cfg.experiment_path, **driver_fields()}
+            "status": F.STUDY_CLAIMED, "results_path": cfg.experiment_path, **driver_fields(), **provenance()}
+
+
+def provenance() -> dict:
+    """The command line, the code's git commit and the package versions a study starts with: what a
+    result needs to be rerun (report.html shows them)."""
+    return {"argv": list(sys.argv), "git": git_state(os.path.dirname(os.path.abspath(__file__))),
+            "versions": package_versions()}
 
 
 # ---------------------------------------------------------------------------- claim
