@@ -18,6 +18,8 @@ from analysis.compare import compare
 from analysis.html_report import write_html
 from analysis.load import StudyLoadWarning, load_studies, load_study
 from analysis.report import REPORT_DIR, answer, headline_table, text_table, write_report
+from analysis.tuned import tuned_of
+from analysis.tuned_report import comparison_table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,6 +123,13 @@ def main(argv=None) -> int:
     print(f"Study {study.name}: {len(study.trials)} trials, compared on {c.metric} against {c.baseline}\n")
     print(text_table(headline_table(c)))
     print(f"\n{answer(study, c)}\n")
+    result = tuned_of(study)   # a study run under a tuning protocol: its answer is tuned against tuned
+    if result is not None:
+        print(f"Tuned against tuned: each arm at its own {', '.join(result.protocol.knobs)} picked on the tuning "
+              f"seeds, against the tuned {result.protocol.baseline} on the evaluation seeds only (report.md, "
+              f"'Tuned against tuned', says how each column is measured)\n")
+        print(text_table(comparison_table(result)) if len(result.comparison) else "no comparison: " + "; ".join(result.notes))
+        print("\n" + "\n".join(f"- {n}" for n in result.notes) + "\n")
     print(f"report: {path}")
     return 0
 

@@ -169,3 +169,22 @@ def test_the_committed_csv_recomputes_the_tuned_tables(tuning_dir, plan, tmp_pat
         else "tuning"
     with pytest.raises(SystemExit, match="role"):
         te.summarise_tuned(flipped, te.read_tuned(str(out))[1], str(out), ev.rebuild, ev._save)
+
+
+def test_the_analysis_command_prints_the_tuned_answer(tuning_dir, plan, tmp_path, capsys):
+    """`python -m analysis TUNING EVALUATION` on a two-phase protocol prints the tuned comparison
+    (each arm at its pick against the tuned vae) and the tuned vae's flattening, not only the
+    fixed-lr table."""
+    from analysis.__main__ import main as analysis_main
+
+    root = tuning_dir.parent
+    if not (root / "eva").exists():
+        write_study(root, "eva", "evaluation",
+                    [(g["variants"][0], lr, EVALUATION_SEEDS) for g in plan[0]["grids"] for lr in g["lrs"]])
+    assert analysis_main([str(tuning_dir), str(root / "eva"), "--out", str(tmp_path / "r"), "--no-html",
+                          "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "Tuned against tuned: each arm at its own lr" in out
+    line = next(x for x in out.splitlines() if x.startswith("powerlaw_clamp"))
+    assert " 0.1 " in line and " 0.01 " in line and "0.00195" in line
+    assert "the tuned vae over its last epochs 10-12" in out
