@@ -6,7 +6,8 @@
 # the machine otherwise quiet. Then: python benchmarks/evidence_summary.py --tuned-root "$OUT".
 #   bash benchmarks/run_tuned.sh [real64] [synthetic_a1] [real16] [synthetic_a2] [colour64]
 #   (default: real64 synthetic_a1, the two run for README; ~75 and ~50 minutes on 2 cores)
-# A phase whose study already finished is skipped, so a stopped run picks up where it was.
+# A phase whose study finished is skipped and one that was stopped is resumed (--resume), so the
+# script can be run again after an interruption.
 # ABOVE=N: the evaluation seeds run at each pick and the N grid values above it (default: all).
 # synthetic_a1 runs with ABOVE=1 (ABOVE_SYNTHETIC) to fit the session it was run in: its stable
 # range further up rests on the tuning seeds, which stable_lr.csv's run counts show.
@@ -19,13 +20,18 @@ what=("$@"); [ ${#what[@]} -gt 0 ] || what=(real64 synthetic_a1)
 
 finished() { [ -f "$OUT/$1/study.json" ] && grep -q '"status": "finished"' "$OUT/$1/study.json"; }
 
+phase() {   # study_name [run_study options...]: skip it when finished, resume it when it was stopped
+  local study=$1; shift
+  if finished "$study"; then return; fi
+  local again=(); [ -f "$OUT/$study/study.json" ] && again=(--resume)
+  $PY tune/run_study.py "$@" "${again[@]}" --storage-path "$OUT" --study-name "$study" --no-dashboard --verbose 0
+}
+
 two_phases() {   # name preset [run_study options...]
   local name=$1 preset=$2; shift 2
-  finished "${name}_tuning" || $PY tune/run_study.py --preset "$preset" "$@" --storage-path "$OUT" \
-    --study-name "${name}_tuning" --no-dashboard --verbose 0
+  phase "${name}_tuning" --preset "$preset" "$@"
   $PY -m analysis.tuned_plan "$OUT/${name}_tuning" --out "$OUT/${name}_evaluation.yaml" ${ABOVE:+--above "$ABOVE"}
-  finished "${name}_evaluation" || $PY tune/run_study.py --preset "$preset" --config "$OUT/${name}_evaluation.yaml" \
-    "$@" --storage-path "$OUT" --study-name "${name}_evaluation" --no-dashboard --verbose 0
+  phase "${name}_evaluation" --preset "$preset" --config "$OUT/${name}_evaluation.yaml" "$@"
   $PY -m analysis "$OUT/${name}_tuning" "$OUT/${name}_evaluation"
 }
 
