@@ -25,16 +25,12 @@ from pathlib import Path
 
 import yaml
 
+from plvae.config import SWEEPS
 from plvae.priors import VARIANTS
 
 from analysis.load import load_study
 from analysis.tuned import ARM_FIELDS, STABILISERS, USABLE, Protocol, pick
 
-# TrialConfig field -> the study config's list key (tune.sweeps.SWEEPS; written out here because
-# analysis does not import tune).
-LIST_KEY = {"variant": "variants", "gamma": "gammas", "latent_dim": "latent_dims", "min_decay": "min_decays",
-            "clip_dim": "clip_dims", "decay_rate": "decay_rates", "lr": "lrs", "kl_coeff": "kl_coeffs",
-            "warmup_steps": "warmup_steps", "grad_clip_norm": "grad_clip_norms"}
 CONTEXT_SWEEPS = ("latent_dim", "kl_coeff")
 KEEP = ("variants", "gammas", "latent_dims", "min_decays", "clip_dims", "decay_rates", "kl_coeffs", "warmup_steps",
         "grad_clip_norms", "gamma_from_data", "data_seed_from_seed", "trial", "metric", "scheduler",
@@ -57,8 +53,8 @@ def _arm_grid(p: dict, knob: str, values: list) -> dict:
         v = _plain(p[f])
         if f in ("warmup_steps", "latent_dim", "clip_dim") and v is not None:
             v = int(v)
-        grid[LIST_KEY[f]] = [v]
-    grid[LIST_KEY[knob]] = values
+        grid[SWEEPS[f]] = [v]
+    grid[SWEEPS[knob]] = values
     return grid
 
 

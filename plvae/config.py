@@ -44,6 +44,13 @@ def is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+# The TrialConfig fields a study may sweep, each with the list key that sweeps it in a study's
+# configuration (tune/ builds grids from it; analysis.tuned_plan writes evaluation configs with it).
+SWEEPS = {"variant": "variants", "gamma": "gammas", "latent_dim": "latent_dims", "min_decay": "min_decays",
+          "clip_dim": "clip_dims", "decay_rate": "decay_rates", "lr": "lrs", "kl_coeff": "kl_coeffs",
+          "seed": "seeds", "warmup_steps": "warmup_steps", "grad_clip_norm": "grad_clip_norms"}
+
+
 @dataclass
 class TrialConfig:
     # --- the prior variant (docs/design.md's table)

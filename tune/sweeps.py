@@ -12,14 +12,11 @@ import math
 import re
 from typing import Optional
 
-from plvae.config import ConfigError, TrialConfig
+from plvae.config import SWEEPS, ConfigError, TrialConfig
 from plvae.priors import VARIANTS, Variant, matched_gamma
 from tune.errors import StudyError, bad
 
 # Swept TrialConfig field -> the StudyConfig list holding its values, in grid order.
-SWEEPS = {"variant": "variants", "gamma": "gammas", "latent_dim": "latent_dims", "min_decay": "min_decays",
-          "clip_dim": "clip_dims", "decay_rate": "decay_rates", "lr": "lrs", "kl_coeff": "kl_coeffs",
-          "seed": "seeds", "warmup_steps": "warmup_steps", "grad_clip_norm": "grad_clip_norms"}
 SWEEP_LISTS = tuple(SWEEPS.values())
 INT_SWEEPS = {"latent_dim", "clip_dim", "seed", "warmup_steps"}
 # Swept fields where None (written none, null or off in a list) is a value: the option is off.
